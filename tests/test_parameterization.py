@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from trainers.config import ConfigError, TrainConfig
 from trainers.optim import build_optimizer
-from trainers.parameterization import RULES, build
+from trainers.parameterization import build, width_rules
 
 VOCAB = 256
 BASE, WIDE = 64, 256  # m = 4 for every width-like dimension
@@ -40,8 +40,9 @@ def test_measured_init_std_scales_with_width_as_the_table_says(parameterization,
     kw = {"parameterization": parameterization, "init": init, "base_width": BASE}
     _, small, small_plan = built(width=BASE, **kw)
     _, wide, wide_plan = built(width=WIDE, **kw)
+    rules = width_rules(TrainConfig(width=WIDE, **kw))
     for role, name in ROLE_PARAMS.items():
-        rule = RULES[parameterization][role]
+        rule = rules[role]
         b = rule.init if rule.init is not None else (0.5 if init == "fan_in" else 0.0)
         ratio = measured_std(wide, name) / measured_std(small, name)
         assert ratio == pytest.approx((WIDE / BASE) ** -b, rel=0.05), (role, name)

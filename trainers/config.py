@@ -44,8 +44,41 @@ class TrainConfig(BaseModel):
     )
 
     # --- parameterization ---
-    parameterization: Literal["sp", "mup"] = "sp"
+    parameterization: Literal["sp", "mup", "ntk", "mfp"] = "sp"
+    alignment: Literal["full", "none"] | None = Field(
+        None,
+        description="Everett et al. per-layer LR exponents for this alignment; unset: the classic form "
+        "(sp: one global LR; mup: the mup package's form). ntk and mfp default to full",
+    )
     base_width: int | None = Field(None, ge=1, description="width of the base (proxy) model; default: width")
+    base_depth: int | None = Field(None, ge=1, description="depth of the base model (for depth_scaling)")
+    depth_scaling: Literal["none", "depth_mup", "completep"] = Field(
+        "none", description="residual branches x (depth/base_depth)^-alpha: depth_mup alpha 1/2, completep 1"
+    )
+    depth_alpha: float | None = Field(None, ge=0.5, le=1, description="override the depth scaling's alpha")
+    gamma_embed: float = Field(1.0, gt=0, description="per-layer LR constant of the embeddings")
+    gamma_hidden: float = Field(1.0, gt=0, description="per-layer LR constant of the hidden matrices")
+    gamma_readout: float = Field(1.0, gt=0, description="per-layer LR constant of the readout")
+    embed_lr_scaling: Literal["table", "constant", "inv_sqrt", "inv", "width"] = Field(
+        "table",
+        description="embedding LR x m^0, m^-1/2, m^-1 or m^+1 instead of the table's rule "
+        "(width: Kalra and Barkeshli's SP fix)",
+    )
+    readout_scaling: Literal["table", "inv_width", "inv_sqrt_width", "inv_sqrt_width_ablation"] = Field(
+        "table",
+        description="mup readout: multiplier 1/m with constant init and LR, or 1/sqrt(m) with init and LR "
+        "x m^-1/2 (equivalent); inv_sqrt_width_ablation changes the multiplier alone (not muP)",
+    )
+    weight_decay_mode: Literal["coupled", "coupled_scaled", "independent"] = Field(
+        "coupled_scaled",
+        description="coupled: AdamW's lr*wd as given; coupled_scaled: wd x m where the LR is / m, so lr*wd "
+        "is width-free (mup package); independent: per-step decay wd x schedule, free of the LR",
+    )
+    eps_mode: Literal["constant", "scaled", "atan2"] = Field(
+        "constant",
+        description="Adam eps: constant; scaled with each layer's gradient scale (x m^-g, x depth^-alpha "
+        "in blocks); atan2: Adam-atan2, no eps",
+    )
     output_mult: float = Field(1.0, gt=0, description="readout (logit) multiplier at the base width")
     attn_mult: float = Field(1.0, gt=0, description="attention-logit multiplier at the base width")
     embed_mult: float = Field(1.0, gt=0, description="embedding-output multiplier")
@@ -59,7 +92,8 @@ class TrainConfig(BaseModel):
     zero_init_query: bool = False
     zero_init_readout: bool = False
     attn_scale: Literal["sqrt", "linear"] | None = Field(
-        None, description="attention logits / sqrt(d_head) or / d_head; default: sqrt for sp, linear for mup"
+        None,
+        description="attention logits / sqrt(d_head) or / d_head; default: linear for mup and mfp, else sqrt",
     )
 
     # --- optimization ---
@@ -96,6 +130,15 @@ class TrainConfig(BaseModel):
     )
     diverge_patience: int = Field(10, ge=1, description="consecutive steps above diverge_factor to call it")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_alignment(cls, values: Any) -> Any:
+        # NTK and mean-field exist only in Everett et al.'s per-layer form: default to full alignment.
+        everett_only = isinstance(values, dict) and values.get("parameterization") in ("ntk", "mfp")
+        if everett_only and values.get("alignment") is None:
+            values = {**values, "alignment": "full"}
+        return values
+
     @model_validator(mode="after")
     def _check_consistency(self) -> TrainConfig:
         warmups = [k for k in ("warmup", "warmup_tokens", "warmup_frac") if getattr(self, k) is not None]
@@ -109,8 +152,24 @@ class TrainConfig(BaseModel):
                 self.resolved_heads(self.base_width)
             except ValueError as err:
                 raise ValueError(f"base_width={self.base_width}: {err}") from None
-        if self.parameterization != "sp" and self.base_width is None:
-            raise ValueError(f"parameterization {self.parameterization!r} is width-relative: set base_width")
+        width_relative = self.parameterization != "sp" or self.alignment is not None
+        if width_relative and self.base_width is None:
+            what = f"parameterization {self.parameterization!r}"
+            if self.alignment is not None:
+                what += f" with alignment {self.alignment!r}"
+            raise ValueError(f"{what} is width-relative: set base_width")
+        if self.depth_scaling != "none" and self.base_depth is None:
+            raise ValueError(f"depth_scaling {self.depth_scaling!r} is depth-relative: set base_depth")
+        if self.depth_alpha is not None and self.depth_scaling == "none":
+            raise ValueError("depth_alpha needs depth_scaling depth_mup or completep")
+        if self.readout_scaling != "table" and self.parameterization != "mup":
+            raise ValueError(f"readout_scaling {self.readout_scaling!r} applies to parameterization mup only")
+        if self.optimizer == "sgd" and self.alignment == "none":
+            raise ValueError(
+                "alignment 'none' has no SGD exponents (Everett et al. give them for Adam); use full"
+            )
+        if self.optimizer == "sgd" and self.eps_mode != "constant":
+            raise ValueError(f"eps_mode {self.eps_mode!r} is for adamw; SGD has no eps")
         return self
 
     # --- derived values (never stored as keys of their own) ---
@@ -146,10 +205,23 @@ class TrainConfig(BaseModel):
         return self.width if self.base_width is None else self.base_width
 
     @property
+    def effective_base_depth(self) -> int:
+        return self.depth if self.base_depth is None else self.base_depth
+
+    @property
+    def effective_depth_alpha(self) -> float:
+        """Exponent of the residual-branch multiplier (0: no depth scaling)."""
+        if self.depth_scaling == "none":
+            return 0.0
+        if self.depth_alpha is not None:
+            return self.depth_alpha
+        return 0.5 if self.depth_scaling == "depth_mup" else 1.0
+
+    @property
     def effective_attn_scale(self) -> str:
         if self.attn_scale is not None:
             return self.attn_scale
-        return "sqrt" if self.parameterization == "sp" else "linear"
+        return "linear" if self.parameterization in ("mup", "mfp") else "sqrt"
 
     @property
     def tokens_per_step(self) -> int:

@@ -96,10 +96,14 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(cfg.width, n_heads, head_dim, cfg.bias)
         self.norm_mlp = Norm(cfg.width, cfg.norm, cfg.norm_gain, cfg.bias)
         self.mlp = MLP(cfg.width, hidden, cfg.bias)
+        self.residual_mult = 1.0  # depth scaling: each branch x (depth / base_depth)^-alpha
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm_attn(x))
-        return x + self.mlp(self.norm_mlp(x))
+        if self.residual_mult == 1.0:
+            x = x + self.attn(self.norm_attn(x))
+            return x + self.mlp(self.norm_mlp(x))
+        x = x + self.residual_mult * self.attn(self.norm_attn(x))
+        return x + self.residual_mult * self.mlp(self.norm_mlp(x))
 
 
 class GPT(nn.Module):
@@ -124,7 +128,7 @@ class GPT(nn.Module):
         logits = self.lm_head(self.norm_final(x))
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 
     def parameter_roles(self) -> dict[str, str]:

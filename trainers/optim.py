@@ -1,4 +1,4 @@
-"""Optimizers with one parameter group per distinct (LR, weight decay), LR schedules, gradient clipping."""
+"""Optimizers with one parameter group per distinct (LR, weight decay, eps), LR schedules, clipping."""
 
 from __future__ import annotations
 
@@ -10,30 +10,72 @@ import torch
 from trainers.config import TrainConfig
 from trainers.parameterization import ParamPlan
 
+ATAN2_SCALE = 1.27  # a in a * atan2(m, b * sqrt(v)); b = 1 (the adam-atan2 port's defaults)
+
+
+class AdamAtan2(torch.optim.Optimizer):
+    """Adam with the ratio m / (sqrt(v) + eps) replaced by a * atan2(m, sqrt(v)): invariant to the
+    gradient's scale and free of eps (Everett et al. 2024, section 5). Coupled weight decay as AdamW."""
+
+    def __init__(self, params, lr: float, betas: tuple[float, float], weight_decay: float = 0.0) -> None:
+        super().__init__(params, {"lr": lr, "betas": betas, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                t = state["step"]
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                m.lerp_(p.grad, 1 - beta1)
+                v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                if group["weight_decay"]:
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
+                m_hat = m / (1 - beta1**t)
+                v_hat_sqrt = (v / (1 - beta2**t)).sqrt_()
+                p.add_(torch.atan2(m_hat, v_hat_sqrt), alpha=-group["lr"] * ATAN2_SCALE)
+
 
 def build_optimizer(
     model: torch.nn.Module, plans: list[ParamPlan], cfg: TrainConfig
 ) -> torch.optim.Optimizer:
-    """Groups keyed by each parameter's effective peak LR and weight decay from the plan.
+    """Groups keyed by each parameter's effective peak LR, weight decay and eps from the plan.
 
     Each group remembers its own `peak_lr`; the schedule scales it (never overwrites it with a global LR).
     """
     params = dict(model.named_parameters())
-    grouped: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
-    names: dict[tuple[float, float], list[str]] = {}
+    grouped: dict[tuple[float, float, float], list[str]] = {}
     for plan in plans:
-        if plan.name not in params:  # the tied readout row shares the embedding tensor
-            continue
-        key = (plan.lr, plan.weight_decay)
-        grouped.setdefault(key, []).append(params[plan.name])
-        names.setdefault(key, []).append(plan.name)
+        if plan.name in params:  # the tied readout row shares the embedding tensor
+            grouped.setdefault((plan.lr, plan.weight_decay, plan.eps), []).append(plan.name)
     groups = [
-        {"params": ps, "lr": lr, "peak_lr": lr, "weight_decay": wd, "names": names[(lr, wd)]}
-        for (lr, wd), ps in grouped.items()
+        {
+            "params": [params[n] for n in names],
+            "lr": lr,
+            "peak_lr": lr,
+            "weight_decay": wd,
+            "eps": eps,
+            "names": names,
+        }
+        for (lr, wd, eps), names in grouped.items()
     ]
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, foreach=True)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, foreach=True)
+    if cfg.optimizer == "sgd":
+        for group in groups:
+            del group["eps"]
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, foreach=True)
+    if cfg.eps_mode == "atan2":
+        for group in groups:
+            del group["eps"]
+        return AdamAtan2(groups, lr=cfg.lr, betas=cfg.betas)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, foreach=True)
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -51,8 +93,7 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
             return 1.0
         progress = (step - decay_start + 1) / max(1, total - decay_start)
         return 1.0 - (1.0 - floor) * min(progress, 1.0)
-    progress = (step - warmup + 1) / max(1, total - warmup)
-    progress = min(progress, 1.0)
+    progress = min((step - warmup + 1) / max(1, total - warmup), 1.0)
     if cfg.schedule == "linear":
         return 1.0 - (1.0 - floor) * progress
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
