@@ -302,8 +302,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def build_config(config_file: str | Path | None = None, sets: list[str] | None = None) -> TrainConfig:
-    values: dict[str, Any] = {}
+def build_config(
+    config_file: str | Path | None = None,
+    sets: list[str] | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """TrainConfig from a YAML file and --set overrides; `defaults` fill keys that neither sets."""
+    values: dict[str, Any] = dict(defaults or {})
     source = "config"
     if config_file is not None:
         values.update(load_config_file(config_file))

@@ -1,0 +1,151 @@
+"""Rich progress and summaries for the CLI (on stderr, so stdout stays clean for --json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+stderr = Console(stderr=True)
+
+
+def stdout_console() -> Console:
+    """A console for tables: the terminal's width, or wide enough for whole rows when piped."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
+def _fmt(value: float | None, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+class TrainProgress:
+    """A progress bar for one training run, fed by the trainer's reports."""
+
+    def __init__(self, total_steps: int) -> None:
+        self.progress = Progress(
+            TextColumn("train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=stderr,
+            transient=False,
+        )
+        self.task = self.progress.add_task("train", total=total_steps, status="")
+        self.started = False
+
+    def __enter__(self) -> TrainProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.started:
+            self.progress.stop()
+
+    def update(self, point: dict[str, Any]) -> None:
+        if not self.started:  # not before the first report: a set-up error must stay one line
+            self.progress.start()
+            self.started = True
+        status = (
+            f"train {_fmt(point['train_loss'])}  val {_fmt(point['val_loss'])}  "
+            f"{_fmt(point['tokens_per_s'], ',.0f')} tok/s"
+        )
+        self.progress.update(self.task, completed=point["step"], status=status)
+
+
+def print_train_summary(cfg: Any, summary: dict[str, Any]) -> None:
+    table = Table(title=f"{cfg.parameterization}  width {cfg.width}  depth {cfg.depth}  lr {cfg.lr:g}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in (
+        "status",
+        "final_val_loss",
+        "best_val_loss",
+        "final_train_loss",
+        "steps",
+        "tokens",
+        "wall_s",
+        "tokens_per_s",
+        "n_params",
+        "device",
+        "divergence_reason",
+    ):
+        value = summary.get(key)
+        if value is None and key == "divergence_reason":
+            continue
+        text = (
+            _fmt(value, ",.1f" if key in ("tokens_per_s", "wall_s") else ".4f")
+            if isinstance(value, float)
+            else str(value)
+        )
+        table.add_row(key, text)
+    stdout_console().print(table)
+
+
+def _num(value: float) -> str:
+    if value == 0:
+        return "0"
+    if 0.01 <= abs(value) < 1000:
+        return f"{value:.4g}"
+    return f"{value:.3e}"
+
+
+def print_params_table(cfg: Any, rows: list[dict[str, Any]], notes: list[str]) -> None:
+    title = f"{cfg.parameterization}" + (f" (alignment {cfg.alignment})" if cfg.alignment else "")
+    title += f"  width {cfg.width} (base {cfg.effective_base_width})  depth {cfg.depth}  lr {cfg.lr:g}"
+    table = Table(title=title, caption="  ".join(notes) if notes else None)
+    for column in (
+        "name",
+        "role",
+        "shape",
+        "fan_in",
+        "fan_out",
+        "width_mult",
+        "init_std",
+        "multiplier",
+        "lr",
+        "weight_decay",
+        "tied",
+    ):
+        table.add_column(column, justify="left" if column in ("name", "role", "shape") else "right")
+    for row in rows:
+        table.add_row(
+            row["name"],
+            row["role"],
+            "x".join(map(str, row["shape"])),
+            str(row["fan_in"]),
+            str(row["fan_out"]),
+            f"{row['width_mult']:g}",
+            _num(row["init_std"]),
+            _num(row["multiplier"]),
+            _num(row["lr"]),
+            _num(row["weight_decay"]),
+            "tied" if row["tied"] else "",
+        )
+    stdout_console().print(table)
+
+
+def print_coord_check(result: Any, widths: list[int]) -> None:
+    steps = sorted({s["step"] for s in result.slopes})
+    table = Table(
+        title=f"coordinate check over widths {', '.join(map(str, widths))}: slope of log|activation| "
+        f"vs log width (tolerance ±{result.tolerance:g})"
+    )
+    table.add_column("module")
+    for step in steps:
+        table.add_column(f"t={step}", justify="right")
+    for module in dict.fromkeys(s["module"] for s in result.slopes):
+        cells = []
+        for step in steps:
+            fit = next(s for s in result.slopes if s["module"] == module and s["step"] == step)
+            cells.append(f"{fit['slope']:+.2f}" if fit["ok"] else f"[bold red]{fit['slope']:+.2f} x[/]")
+        table.add_row(module, *cells)
+    console = stdout_console()
+    console.print(table)
+    if result.passed:
+        console.print("[bold green]PASS[/]: every module's scale is flat in width")
+    else:
+        failing = sorted({s["module"] for s in result.failing()})
+        console.print(f"[bold red]FAIL[/]: {', '.join(failing)} change with width")
