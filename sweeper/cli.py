@@ -176,6 +176,146 @@ def coord_check(
         raise typer.Exit(1)
 
 
+ResultsOption = Annotated[Path, typer.Option("--results", help="Results root folder.")]
+StudyOption = Annotated[str, typer.Option("--study", help="Study name (its folder under --results).")]
+
+
+@app.command()
+def run(
+    study: Annotated[Path, typer.Argument(help="The study's YAML file.", show_default=False)],
+    results: ResultsOption = Path("results"),
+    address: Annotated[str | None, typer.Option(help="Join a Ray cluster (e.g. 10.0.0.5:6379).")] = None,
+    max_concurrent: Annotated[
+        int | None, typer.Option(min=1, help="At most this many trials at once.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the plan and what is already done.")
+    ] = False,
+    no_wandb: Annotated[bool, typer.Option("--no-wandb", help="Do not mirror trials to W&B.")] = False,
+    rerun_failed: Annotated[bool, typer.Option("--rerun-failed", help="Run failed trials again.")] = False,
+) -> None:
+    """Run a study, finish an interrupted one, or extend a grown one: only trials not in the store run.
+
+    Exit status 0 when the study is complete, 130 when interrupted (rerun the same command to resume),
+    2 on bad input.
+    """
+    from sweeper import session
+
+    with user_errors():
+        code = session.run(
+            study,
+            results,
+            address=address,
+            max_concurrent=max_concurrent,
+            dry=dry_run,
+            no_wandb=no_wandb,
+            rerun_failed=rerun_failed,
+            argv=["sweeper", *sys.argv[1:]],
+        )
+    raise typer.Exit(code)
+
+
+def open_store(results: Path, study: str):
+    from sweeper.store import ResultsStore
+    from trainers.config import ConfigError
+
+    if not study or "/" in study or study.startswith("."):
+        raise ConfigError(f"--study {study!r}: expected a plain study name")
+    store = ResultsStore(results, study)
+    if not store.exists():
+        known = (
+            sorted(p.name for p in results.iterdir() if (p / "study.json").exists())
+            if results.is_dir()
+            else []
+        )
+        raise ConfigError(
+            f"--study {study!r}: no results under {results}/; studies there: {', '.join(known) or 'none'}"
+        )
+    return store
+
+
+@app.command()
+def status(
+    study: StudyOption, results: ResultsOption = Path("results"), json_out: JsonOption = False
+) -> None:
+    """Trial counts by status, and how many the study plans.
+
+    --json: {"study", "planned", "completed", "diverged", "stopped", "failed", "total"}.
+    """
+    from sweeper.store import STATUSES
+
+    with user_errors():
+        store = open_store(results, study)
+    statuses = list(store.statuses().values())
+    counts = {"study": study, "planned": store.spec().get("planned")}
+    counts.update({s: statuses.count(s) for s in STATUSES})
+    counts["total"] = len(statuses)
+    if json_out:
+        sys.stdout.write(json.dumps(counts) + "\n")
+        return
+    typer.echo("  ".join(f"{k} {v if v is not None else '-'}" for k, v in counts.items()))
+
+
+@app.command()
+def best(study: StudyOption, results: ResultsOption = Path("results"), json_out: JsonOption = False) -> None:
+    """The best setting per variant and scale point, with bracketing and the parabola-refined optimum.
+
+    --json: a list of {"variant", <each scale key>, "best": {key: value}, "objective", "n_trials",
+    "bracketed", "refined": {key: value} or null}.
+    """
+    with user_errors():
+        store = open_store(results, study)
+    from sweeper.analysis import optimum_table
+
+    spec = store.spec()
+    rows = optimum_table(store.trials(), spec)
+    if json_out:
+        sys.stdout.write(json.dumps(rows, default=_json_default) + "\n")
+        return
+    from sweeper.display import print_best_table
+
+    print_best_table(rows, spec.get("scale_keys", []))
+
+
+def _json_default(value):
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+@app.command("list")
+def list_studies(results: ResultsOption = Path("results"), json_out: JsonOption = False) -> None:
+    """The studies under the results folder, with their trial counts.
+
+    --json: a list of {"study", "trials", "completed", "diverged", "stopped", "failed", "planned"}.
+    """
+    from sweeper.store import STATUSES, ResultsStore
+
+    rows = []
+    if results.is_dir():
+        for folder in sorted(p for p in results.iterdir() if (p / "study.json").exists()):
+            store = ResultsStore(results, folder.name)
+            statuses = list(store.statuses().values())
+            rows.append(
+                {
+                    "study": folder.name,
+                    "trials": len(statuses),
+                    **{s: statuses.count(s) for s in STATUSES},
+                    "planned": store.spec().get("planned"),
+                }
+            )
+    if json_out:
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
+    if not rows:
+        typer.echo(f"no studies under {results}/")
+    for row in rows:
+        typer.echo(
+            f"{row['study']}: {row['trials']} trials ({row['completed']} completed, {row['diverged']} "
+            f"diverged, {row['stopped']} stopped, {row['failed']} failed), planned {row['planned'] or '-'}"
+        )
+
+
 @app.command()
 def rules() -> None:
     """Print every parameterization's rule table (Markdown), generated from the code."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 
 from rich.console import Console
@@ -149,3 +151,104 @@ def print_coord_check(result: Any, widths: list[int]) -> None:
     else:
         failing = sorted({s["module"] for s in result.failing()})
         console.print(f"[bold red]FAIL[/]: {', '.join(failing)} change with width")
+
+
+class StudyDisplay:
+    """Live view of a running study on stderr: done/total, running, diverged, best so far per scale point."""
+
+    def __init__(self, study: Any, planned: int | None, skipped: int) -> None:
+        from rich.live import Live
+
+        self.study, self.planned, self.skipped = study, planned, skipped
+        self.start = time.time()
+        self.live = Live(self._render(None), console=stderr, refresh_per_second=2, transient=False)
+
+    def __enter__(self) -> StudyDisplay:
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.live.__exit__(*exc)
+        stderr.print()
+
+    def update(self, recorder: Any) -> None:
+        self.live.update(self._render(recorder))
+
+    def _render(self, recorder: Any) -> Any:
+        from rich.console import Group
+        from rich.text import Text
+
+        counts = recorder.counts if recorder is not None else None
+        done = counts.done if counts else 0
+        to_run = None if self.planned is None else max(self.planned - self.skipped, 0)
+        elapsed = time.time() - self.start
+        eta = ""
+        if counts and done and to_run:
+            eta = f"  ETA {_duration(elapsed / done * max(to_run - done, 0))}"
+        total = f"/{to_run}" if to_run is not None else ""
+        line = Text.assemble(
+            (f"{self.study.name}  ", "bold"),
+            f"done {done}{total}  running {counts.running if counts else 0}  ",
+            (f"diverged {counts.diverged if counts else 0}  ", "yellow"),
+            (f"failed {counts.failed}  " if counts and counts.failed else "", "red"),
+            f"stopped {counts.stopped}  " if counts and counts.stopped else "",
+            f"already in store {self.skipped}  elapsed {_duration(elapsed)}{eta}",
+        )
+        if recorder is None or not recorder.best:
+            return line
+        table = Table(title="best so far", title_justify="left", show_edge=False, pad_edge=False)
+        table.add_column("variant")
+        table.add_column("scale point")
+        table.add_column("objective", justify="right")
+        table.add_column("setting")
+        for (variant, point), (_, best) in sorted(
+            recorder.best.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))
+        ):
+            setting = ", ".join(f"{k}={_short(v)}" for k, v in best.items() if k != "objective")
+            table.add_row(
+                variant, ", ".join(f"{k}={v}" for k, v in point), f"{best['objective']:.4f}", setting
+            )
+        return Group(line, table)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return (
+        f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+        if seconds >= 3600
+        else f"{seconds // 60}:{seconds % 60:02d}"
+    )
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        if value > 0:
+            log = math.log2(value)
+            if abs(log - round(log * 4) / 4) < 1e-9:
+                return f"2^{round(log * 4) / 4:g}"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def print_best_table(rows: list[dict[str, Any]], scale_keys: list[str]) -> None:
+    table = Table(title="optimum per variant and scale point")
+    table.add_column("variant")
+    for key in scale_keys:
+        table.add_column(key, justify="right")
+    for column in ("best", "refined", "objective", "trials", "bracketed"):
+        table.add_column(column, justify="right" if column in ("objective", "trials") else "left")
+    for row in rows:
+        best = ", ".join(f"{k}={_short(v)}" for k, v in row["best"].items())
+        refined = ", ".join(f"{k}={_short(v)}" for k, v in (row["refined"] or {}).items()) or "-"
+        bracketed = {True: "yes", False: "[yellow]no: at the edge[/]", None: "-"}[row["bracketed"]]
+        objective = "-" if row["objective"] is None else f"{row['objective']:.4f}"
+        table.add_row(
+            row["variant"],
+            *(str(row.get(k)) for k in scale_keys),
+            best,
+            refined,
+            objective,
+            str(row["n_trials"]),
+            bracketed,
+        )
+    stdout_console().print(table)

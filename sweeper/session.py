@@ -1,0 +1,242 @@
+"""`sweeper run`: load a study, work out what the store lacks, run it on Ray, report. Heavy imports inside."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from sweeper.analysis import optimum_table
+from sweeper.store import ResultsStore
+from sweeper.study import Study, StudyError, load_study
+
+INTERRUPTED = 130
+
+
+def study_spec_record(study: Study, planned: int | None) -> dict[str, Any]:
+    """What the store keeps of the spec: enough for `status`, `best` and the analysis without the YAML."""
+    return {
+        "name": study.name,
+        "description": study.description,
+        "source": str(getattr(study, "source", "")),
+        "scale_keys": study.scale_keys(),
+        "swept_keys": study.swept_keys(),
+        "variants": list(study.variants),
+        "seeds": list(study.seeds),
+        "search": study.search.model_dump(),
+        "objective": study.objective.model_dump(),
+        "planned": planned,
+        "spec": study.model_dump(mode="json", exclude={"source"}),
+    }
+
+
+def planned_trials(study: Study) -> int | None:
+    if study.search.method == "grid":
+        return None  # counted from the expanded grid by the caller
+    if study.search.method == "optuna":
+        return len(study.variants) * len(study.scale_points()) * study.search.num_samples * len(study.seeds)
+    return None  # adaptive: decided as it goes
+
+
+def resolve_inherit(study: Study, results_root: Path) -> dict[str, dict[str, Any]]:
+    """Per variant, the best values of the inherited keys from the other study at its base scale point."""
+    if study.inherit is None:
+        return {}
+    source = ResultsStore(results_root, study.inherit.study)
+    trials = source.trials()
+    if trials.empty:
+        raise StudyError(
+            f"{study.source}: inherit.study: no results for study {study.inherit.study!r} under {results_root}; "
+            "run it first"
+        )
+    spec = source.spec()
+    table = optimum_table(trials, spec)
+    inherited: dict[str, dict[str, Any]] = {}
+    for variant in study.variants:
+        source_variant = study.inherit.variant or (variant if variant in spec.get("variants", []) else None)
+        if source_variant is None and len(spec.get("variants", [])) == 1:
+            source_variant = spec["variants"][0]
+        rows = [r for r in table if r["variant"] == source_variant and r["objective"] is not None]
+        if not rows:
+            raise StudyError(
+                f"{study.source}: inherit: study {study.inherit.study!r} has no finished optimum for variant "
+                f"{source_variant or variant!r} (set inherit.variant to one of {spec.get('variants')})"
+            )
+        base = rows[0]  # the first scale point: the study's base (smallest) scale
+        best_trial = _best_trial(trials, base, source_variant, spec)
+        config = json.loads(best_trial["config"])
+        inherited[variant] = {key: config[key] for key in study.inherit.keys}
+    return inherited
+
+
+def _best_trial(trials: Any, row: dict, variant: str, spec: dict) -> dict:
+    candidates = trials[(trials["variant"] == variant) & (trials["status"] == "completed")]
+    for key in spec.get("scale_keys", []):
+        candidates = candidates[candidates[key] == row[key]]
+    swept = json.dumps(row["best"], sort_keys=True)
+    matching = candidates[candidates["swept"] == swept]
+    return (matching if not matching.empty else candidates).sort_values("objective").iloc[0].to_dict()
+
+
+def dry_run(study: Study, store: ResultsStore, inherited: dict, rerun_failed: bool) -> None:
+    from rich.table import Table
+
+    from sweeper.display import stdout_console
+
+    done = store.done_ids(rerun_failed)
+    console = stdout_console()
+    console.print(f"[bold]{study.name}[/]: {study.description.strip()}")
+    console.print(
+        f"search {study.search.method}, objective {study.objective.use} {study.objective.metric} "
+        f"({study.objective.mode}), seeds {study.seeds}, resources {study.resources.model_dump()}"
+    )
+    table = Table(title="plan")
+    table.add_column("variant")
+    table.add_column("scale point")
+    table.add_column("trials", justify="right")
+    table.add_column("in store", justify="right")
+    table.add_column("to run", justify="right")
+    if study.search.method == "grid":
+        trials = study.grid_trials(inherited)
+        groups: dict[tuple, list] = {}
+        for t in trials:
+            groups.setdefault((t.variant, tuple(t.scale.items())), []).append(t)
+        for (variant, point), items in groups.items():
+            have = sum(t.trial_id in done for t in items)
+            table.add_row(
+                variant,
+                ", ".join(f"{k}={v}" for k, v in point),
+                str(len(items)),
+                str(have),
+                str(len(items) - have),
+            )
+        total, have = len(trials), sum(t.trial_id in done for t in trials)
+        table.add_row("[bold]all", "", str(total), str(have), str(total - have))
+    else:
+        per_group = study.search.num_samples * len(study.seeds) if study.search.method == "optuna" else None
+        for variant in study.variants:
+            for point in study.scale_points():
+                table.add_row(
+                    variant,
+                    ", ".join(f"{k}={v}" for k, v in point.items()),
+                    str(per_group) if per_group else "adaptive",
+                    "",
+                    "",
+                )
+    console.print(table)
+    if inherited:
+        console.print(f"inherited from {study.inherit.study}: {inherited}")
+
+
+def run(
+    path: Path,
+    results_root: Path,
+    *,
+    address: str | None,
+    max_concurrent: int | None,
+    dry: bool,
+    no_wandb: bool,
+    rerun_failed: bool,
+    argv: list[str] | None = None,
+) -> int:
+    study = load_study(path)
+    store = ResultsStore(results_root, study.name)
+    inherited = resolve_inherit(study, results_root)
+    if study.search.method == "grid":
+        grid = study.grid_trials(inherited)  # validates every config before anything runs
+        planned = len(grid)
+    else:
+        planned = planned_trials(study)
+    if dry:
+        dry_run(study, store, inherited, rerun_failed)
+        return 0
+
+    from trainers.data import load_corpus
+
+    for corpus in _corpora(study, inherited):
+        load_corpus(corpus)  # build the corpus cache once, before parallel trials race for it
+    store.dir.mkdir(parents=True, exist_ok=True)
+    store.write_spec(study_spec_record(study, planned))
+
+    from sweeper import runner
+    from sweeper.display import StudyDisplay, print_best_table
+
+    stored = runner.stored_results(store, study, rerun_failed)
+    if study.search.method == "grid" and all(t.trial_id in stored.losses for t in grid):
+        print(f"{study.name}: all {len(grid)} trials are in {store.dir}; nothing to run", file=sys.stderr)
+        table = optimum_table(store.trials(), store.spec())
+        if table:
+            print_best_table(table, study.scale_keys())
+        return 0
+    tracker = _tracker(study, store, no_wandb)
+    temp_dir = runner.start_ray(store.dir, address, study)
+    outcome = None
+    try:
+        with StudyDisplay(study, planned, len(stored.losses) if planned else 0) as display:
+            outcome = runner.run_study(
+                study,
+                store,
+                stored,
+                address=address,
+                max_concurrent=max_concurrent,
+                tracker=tracker,
+                inherited=inherited,
+                on_change=lambda rec: rec is not None and display.update(rec),
+            )
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runner.stop_ray(temp_dir)
+        if tracker is not None:
+            tracker.close()
+
+    store = ResultsStore(results_root, study.name)  # re-read: trust the store, not Ray
+    table = optimum_table(store.trials(), store.spec())
+    if table:
+        print_best_table(table, study.scale_keys())
+    if outcome is None or not outcome.complete:
+        command = " ".join(shlex.quote(a) for a in (argv or ["sweeper", "run", str(path)]))
+        statuses = store.statuses()
+        print(
+            f"interrupted: {len(statuses)} finished trials are in {store.dir}; resume with the same command:\n"
+            f"  {command}",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
+    counts = outcome.counts
+    print(
+        f"{study.name}: ran {counts.done} trials ({counts.completed} completed, {counts.diverged} diverged, "
+        f"{counts.stopped} stopped early, {counts.failed} failed), {outcome.skipped} already in the store, "
+        f"{outcome.wall_s:.0f} s. Results: {store.dir}",
+        file=sys.stderr,
+    )
+    if study.search.method == "adaptive":
+        strategy = outcome.strategy
+        grid = strategy.grid_size()
+        print(
+            f"adaptive search: {strategy.trials_used} trials where the full grid has {grid} "
+            f"({1 - strategy.trials_used / grid:.0%} fewer)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _corpora(study: Study, inherited: dict) -> set[str]:
+    return {
+        study.trial_config(v, p, {}, study.seeds[0], inherited.get(v)).corpus
+        for v in study.variants
+        for p in study.scale_points()[:1]
+    }
+
+
+def _tracker(study: Study, store: ResultsStore, no_wandb: bool) -> Any:
+    if no_wandb or study.wandb.mode == "disabled":
+        return None
+    from sweeper.tracking import Tracker, WandbSettings
+
+    settings = WandbSettings(
+        project=study.wandb.project, entity=study.wandb.entity, mode=study.wandb.mode, dir=store.dir
+    )
+    return Tracker(settings, study.name)

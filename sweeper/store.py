@@ -1,0 +1,233 @@
+"""The results store: `results/<study>/` with Parquet tables anyone can open with pandas.
+
+    trials.parquet          one row per trial: id, variant, seed, status, objective, metrics, every config
+                            key as a column (named as in TrainConfig), the resolved config as JSON,
+                            code version, host, times
+    curves/<id>.parquet     one row per evaluation report of that trial (pd.read_parquet("curves") reads all)
+    params/<variant>/<point>.parquet   the per-parameter table of each (variant, scale point)
+    study.json              the study's spec as last run (scale and swept keys, search, objective, plan size)
+
+The sweep driver is the only writer. Every write goes to a temp file in the same folder and is renamed
+over the target, so a crash or a kill never leaves a half-written file and a reader never sees one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+DONE_STATUSES = ("completed", "diverged", "stopped")  # finished results: never rerun
+STATUSES = (*DONE_STATUSES, "failed")
+TRIALS_FILE = "trials.parquet"
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call write(tmp) on a temp file beside `path`, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+@cache
+def code_version() -> str:
+    from sweeper import __version__
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{__version__}+{commit}" if commit else __version__
+
+
+def host() -> str:
+    return socket.gethostname()
+
+
+def point_label(scale: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in scale.items()) or "base"
+
+
+class ResultsStore:
+    def __init__(self, root: str | Path, study: str) -> None:
+        self.dir = Path(root) / study
+        self.study = study
+        self._rows: dict[str, dict[str, Any]] | None = None
+
+    @property
+    def trials_path(self) -> Path:
+        return self.dir / TRIALS_FILE
+
+    @property
+    def curves_dir(self) -> Path:
+        return self.dir / "curves"
+
+    def exists(self) -> bool:
+        return self.trials_path.exists() or (self.dir / "study.json").exists()
+
+    # --- reading ---
+    def _load_rows(self) -> dict[str, dict[str, Any]]:
+        if self._rows is None:
+            self._rows = {}
+            if self.trials_path.exists():
+                import pandas as pd
+
+                frame = pd.read_parquet(self.trials_path)
+                for row in frame.to_dict("records"):
+                    self._rows[row["trial_id"]] = row
+        return self._rows
+
+    def trials(self):
+        """The trial table as a DataFrame (empty, with an id and a status column, before any trial)."""
+        import pandas as pd
+
+        rows = list(self._load_rows().values())
+        if not rows:
+            return pd.DataFrame({"trial_id": pd.Series(dtype=str), "status": pd.Series(dtype=str)})
+        return pd.DataFrame(rows)
+
+    def statuses(self) -> dict[str, str]:
+        return {tid: row["status"] for tid, row in self._load_rows().items()}
+
+    def done_ids(self, rerun_failed: bool = False) -> set[str]:
+        """Trials that a rerun must not run again (failed ones too, unless rerun_failed)."""
+        keep = DONE_STATUSES if rerun_failed else STATUSES
+        return {tid for tid, status in self.statuses().items() if status in keep}
+
+    def row(self, trial_id: str) -> dict[str, Any] | None:
+        return self._load_rows().get(trial_id)
+
+    def curves(self, trial_ids: Iterable[str] | None = None):
+        import pandas as pd
+
+        if not self.curves_dir.exists():
+            return pd.DataFrame({"trial_id": pd.Series(dtype=str)})
+        files = (
+            [self.curves_dir / f"{tid}.parquet" for tid in trial_ids]
+            if trial_ids is not None
+            else sorted(self.curves_dir.glob("*.parquet"))
+        )
+        frames = [pd.read_parquet(f) for f in files if f.exists()]
+        if not frames:
+            return pd.DataFrame({"trial_id": pd.Series(dtype=str)})
+        return pd.concat(frames, ignore_index=True)
+
+    def spec(self) -> dict[str, Any]:
+        path = self.dir / "study.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    # --- writing (the driver only) ---
+    def write_spec(self, spec: dict[str, Any]) -> None:
+        atomic_write_text(self.dir / "study.json", json.dumps(spec, indent=1, default=str) + "\n")
+
+    def record(self, row: dict[str, Any], curve: list[dict[str, Any]]) -> None:
+        """Add or replace one trial: its curve first, then its row in the trial table."""
+        import pandas as pd
+
+        trial_id = row["trial_id"]
+        if curve:
+            frame = pd.DataFrame([{"trial_id": trial_id, **point} for point in curve])
+            atomic_write(
+                self.curves_dir / f"{trial_id}.parquet", lambda tmp: frame.to_parquet(tmp, index=False)
+            )
+        rows = self._load_rows()
+        previous = rows.get(trial_id)
+        rows[trial_id] = row
+        try:
+            self._write_trials()
+        except BaseException:
+            if previous is None:
+                rows.pop(trial_id)
+            else:
+                rows[trial_id] = previous
+            raise
+
+    def _write_trials(self) -> None:
+        import pandas as pd
+
+        frame = pd.DataFrame(list(self._load_rows().values()))
+        atomic_write(self.trials_path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+    def record_params(self, variant: str, scale: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+        import pandas as pd
+
+        path = self.dir / "params" / variant / f"{point_label(scale)}.parquet"
+        if path.exists():
+            return
+        frame = pd.DataFrame(rows)
+        atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def trial_row(
+    *,
+    trial_id: str,
+    study: str,
+    variant: str,
+    seed: int,
+    scale: dict[str, Any],
+    params: dict[str, Any],
+    config: dict[str, Any],
+    status: str,
+    objective: float | None,
+    summary: dict[str, Any] | None,
+    error: str | None = None,
+    started_at: float | None = None,
+    finished_at: float | None = None,
+) -> dict[str, Any]:
+    """One row of the trial table. Config keys are columns under their own names; run results use names
+    that no config key has (steps_done, tokens_done) so the two never collide."""
+    summary = summary or {}
+    row: dict[str, Any] = {
+        "trial_id": trial_id,
+        "study": study,
+        "variant": variant,
+        "status": status,
+        "objective": objective,
+        "final_val_loss": summary.get("final_val_loss"),
+        "best_val_loss": summary.get("best_val_loss"),
+        "final_train_loss": summary.get("final_train_loss"),
+        "initial_loss": summary.get("initial_loss"),
+        "steps_done": summary.get("steps"),
+        "tokens_done": summary.get("tokens"),
+        "wall_s": summary.get("wall_s"),
+        "tokens_per_s": summary.get("tokens_per_s"),
+        "diverged_at": summary.get("diverged_at"),
+        "divergence_reason": summary.get("divergence_reason"),
+        "n_params": summary.get("n_params"),
+        "device": summary.get("device"),
+        "error": error,
+        "scale_point": point_label(scale),
+        "swept": json.dumps(params, sort_keys=True),
+        "config": json.dumps(config, sort_keys=True),
+        "code_version": code_version(),
+        "host": host(),
+        "started_at": started_at,
+        "finished_at": finished_at,
+    }
+    for key, value in config.items():
+        row[key] = json.dumps(value) if isinstance(value, list | tuple) else value
+    row["seed"] = seed
+    return row

@@ -1,0 +1,666 @@
+"""Study spec: a YAML file -> a validated `Study` -> the trial configs it runs.
+
+Every user error is a `StudyError` of one line, `path:LINE: field.path: what is wrong`, where LINE comes
+from the YAML node the error points at. No torch, Ray or W&B here: the CLI imports this for --help.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import re
+import types
+from dataclasses import dataclass
+from difflib import get_close_matches
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from trainers.config import ConfigError, TrainConfig, format_validation_error
+
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+PLAIN_NAME_RULE = "letters, digits, '_', '.', '-', starting with a letter or digit, no '..'"
+SWEEP_KINDS = ("log2_grid", "values", "loguniform", "uniform", "choice")
+MAX_GRID = 1000  # values in one log2_grid; more is almost surely a typo in step
+
+Loc = tuple[str | int, ...]
+
+
+class StudyError(ConfigError):
+    """A user-facing study error: one line naming the file, the line, the field and what is allowed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.splitlines()))
+
+
+def _invalid(msg: str, *where: str | int) -> PydanticCustomError:
+    # `where` extends the validator's own location down to the offending node, for the line number.
+    return PydanticCustomError("study", "{msg}", {"msg": msg, "where": where})
+
+
+def _plain_name(value: str, what: str, *where: str | int) -> str:
+    if not PLAIN_NAME.fullmatch(value) or ".." in value:
+        raise _invalid(f"{what} {value!r} is not a plain name ({PLAIN_NAME_RULE})", *where)
+    return value
+
+
+def _check_train_keys(keys: list[str], what: str, *where: str | int) -> None:
+    """Each key must be a TrainConfig key other than seed; an error points at `where` + the key."""
+    for key in keys:
+        problem = _train_key_problem(key, what)
+        if problem:
+            raise _invalid(problem, *where, key)
+
+
+def _train_key_problem(key: str, what: str) -> str | None:
+    if key == "seed":
+        return f"'seed' cannot be set in {what}: list seeds in the top-level 'seeds'"
+    if key not in TrainConfig.model_fields:
+        close = get_close_matches(str(key), TrainConfig.model_fields, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown trainer key {key!r}{hint}"
+    return None
+
+
+def _first_duplicate(items: list[Any]) -> int | None:
+    for i, item in enumerate(items):
+        if item in items[:i]:
+            return i
+    return None
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def _describe(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in values.items())
+
+
+def _dotted(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+    return out
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SweepSpec(_Spec):
+    log2_grid: tuple[float, float] | None = None
+    step: float = Field(1.0, gt=0)
+    values: list[Any] | None = Field(None, min_length=1)
+    loguniform: tuple[float, float] | None = None
+    uniform: tuple[float, float] | None = None
+    choice: list[Any] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> SweepSpec:
+        given = [k for k in SWEEP_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            got = " and ".join(given) if given else "none"
+            raise _invalid(f"give exactly one of {', '.join(SWEEP_KINDS)} (got {got})")
+        kind = given[0]
+        if "step" in self.model_fields_set and kind != "log2_grid":
+            raise _invalid(f"step applies to log2_grid only, not {kind}", "step")
+        if kind in ("log2_grid", "loguniform", "uniform"):
+            lo, hi = getattr(self, kind)
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise _invalid(f"bounds must be finite numbers, got [{_num(lo)}, {_num(hi)}]", kind)
+            if kind == "log2_grid":
+                if lo > hi:
+                    raise _invalid(f"lo {_num(lo)} > hi {_num(hi)}", kind)
+                if max(abs(lo), abs(hi)) > 1000:
+                    raise _invalid("log2 bounds must lie within [-1000, 1000]", kind)
+                if self._grid_size() > MAX_GRID:
+                    raise _invalid(
+                        f"step {_num(self.step)} gives {self._grid_size()} grid values; at most {MAX_GRID}",
+                        kind,
+                    )
+            elif kind == "loguniform" and not 0 < lo < hi:
+                raise _invalid(f"needs 0 < lo < hi, got [{_num(lo)}, {_num(hi)}]", kind)
+            elif kind == "uniform" and not lo < hi:
+                raise _invalid(f"needs lo < hi, got [{_num(lo)}, {_num(hi)}]", kind)
+        else:
+            items = getattr(self, kind)
+            dup = _first_duplicate(items)
+            if dup is not None:
+                raise _invalid(f"duplicate value {items[dup]!r}", kind, dup)
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in SWEEP_KINDS if getattr(self, k) is not None)
+
+    @property
+    def enumerable(self) -> bool:
+        return self.kind in ("log2_grid", "values", "choice")
+
+    def _grid_size(self) -> int:
+        lo, hi = self.log2_grid or (0.0, 0.0)
+        return math.floor((hi - lo) / self.step + 1e-9) + 1
+
+    def grid(self) -> list[Any]:
+        """Every value of an enumerable spec: 2**k for k = lo, lo+step, ..., hi; or the listed values."""
+        if self.log2_grid is not None:
+            lo = self.log2_grid[0]
+            # Rounding the exponent keeps integer and half-octave steps exact powers of two.
+            return [2.0 ** round(lo + i * self.step, 12) for i in range(self._grid_size())]
+        if self.values is not None:
+            return list(self.values)
+        if self.choice is not None:
+            return list(self.choice)
+        raise StudyError(f"{self.kind} is not enumerable: use log2_grid or values for grid search")
+
+    def log2_bounds(self) -> tuple[float, float] | None:
+        return None if self.log2_grid is None else (self.log2_grid[0], self.log2_grid[1])
+
+    def probe(self) -> Any:
+        """A representative value to validate configs with: the first grid value or the midpoint."""
+        if self.enumerable:
+            return self.grid()[0]
+        if self.uniform is not None:
+            return (self.uniform[0] + self.uniform[1]) / 2
+        assert self.loguniform is not None
+        return math.sqrt(self.loguniform[0] * self.loguniform[1])
+
+
+class SearchSpec(_Spec):
+    method: Literal["grid", "optuna", "adaptive"] = "grid"
+    num_samples: int = Field(8, ge=1)
+    seed: int = Field(0, ge=0)
+    sampler: Literal["tpe", "random"] = "tpe"
+
+
+class ObjectiveSpec(_Spec):
+    metric: Literal["val_loss", "train_loss"] = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    use: Literal["final", "best"] = "final"
+
+
+class EarlyStopSpec(_Spec):
+    method: Literal["asha"] = "asha"
+    grace_steps: int = Field(ge=1)
+    reduction_factor: float = Field(3.0, gt=1)
+
+
+class ResourcesSpec(_Spec):
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+
+class WandbSpec(_Spec):
+    project: str = "sweeper"
+    entity: str | None = None
+    mode: Literal["online", "offline", "disabled"] = "offline"
+
+
+class InheritSpec(_Spec):
+    study: str
+    keys: list[str] = Field(min_length=1)
+    variant: str | None = None
+
+    @field_validator("study")
+    @classmethod
+    def _study_name(cls, value: str) -> str:
+        return _plain_name(value, "study name")
+
+    @field_validator("variant")
+    @classmethod
+    def _variant_name(cls, value: str | None) -> str | None:
+        return value if value is None else _plain_name(value, "variant name")
+
+    @field_validator("keys")
+    @classmethod
+    def _known_keys(cls, keys: list[str]) -> list[str]:
+        for i, key in enumerate(keys):
+            problem = _train_key_problem(key, "inherit.keys")
+            if problem:
+                raise _invalid(problem, i)
+        return keys
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    trial_id: str
+    variant: str
+    scale: dict
+    params: dict
+    seed: int
+    config: TrainConfig
+
+    def group(self) -> tuple:
+        """Trials compared with each other: same variant, same scale point."""
+        return (self.variant, tuple(sorted(self.scale.items())))
+
+
+def trial_id(config: TrainConfig) -> str:
+    """16 hex chars identifying a resolved config, seed included.
+
+    Only non-default keys are hashed, so adding TrainConfig keys with defaults later keeps stored ids.
+    """
+    values = config.model_dump(mode="json", exclude_defaults=True)
+    canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class Study(_Spec):
+    name: str
+    description: str = ""
+    trainer: dict[str, Any] = {}
+    variants: dict[str, dict[str, Any]] = {"default": {}}
+    scale: dict[str, list[Any]] = {}
+    sweep: dict[str, SweepSpec] = {}
+    search: SearchSpec = SearchSpec()
+    seeds: list[Annotated[int, Field(ge=0)]] = Field([0], min_length=1)
+    objective: ObjectiveSpec = ObjectiveSpec()
+    early_stop: EarlyStopSpec | None = None
+    resources: ResourcesSpec = ResourcesSpec()
+    max_concurrent: int | None = Field(None, ge=1)
+    wandb: WandbSpec = WandbSpec()
+    inherit: InheritSpec | None = None
+    preflight: Literal["coord_check"] | None = None
+
+    # Where the study came from: not YAML keys.
+    _source: str = PrivateAttr("study")
+    _root: yaml.Node | None = PrivateAttr(None)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _plain_name(value, "study name")
+
+    @field_validator("trainer")
+    @classmethod
+    def _trainer(cls, trainer: dict[str, Any]) -> dict[str, Any]:
+        _check_train_keys(list(trainer), "trainer")
+        return trainer
+
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _null_patches(cls, variants: Any) -> Any:
+        # `sp:` with nothing after it is YAML null: read it as an empty patch.
+        if isinstance(variants, dict):
+            return {k: {} if v is None else v for k, v in variants.items()}
+        return variants
+
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, variants: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if not variants:
+            raise _invalid("give at least one variant (name: {patch of trainer keys})")
+        for name, patch in variants.items():
+            _plain_name(name, "variant name", name)
+            _check_train_keys(list(patch), f"variants.{name}", name)
+        return variants
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, scale: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        _check_train_keys(list(scale), "scale")
+        for axis, values in scale.items():
+            if not values:
+                raise _invalid(f"empty scale axis {axis!r}: give at least one value", axis)
+            dup = _first_duplicate(values)
+            if dup is not None:
+                raise _invalid(f"duplicate value {values[dup]!r}", axis, dup)
+        return scale
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep(cls, sweep: dict[str, SweepSpec]) -> dict[str, SweepSpec]:
+        if not sweep:
+            raise _invalid("empty sweep: leave it out, or give at least one key")
+        _check_train_keys(list(sweep), "sweep")
+        return sweep
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        dup = _first_duplicate(seeds)
+        if dup is not None:
+            raise _invalid(f"duplicate seed {seeds[dup]}", dup)
+        return seeds
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Study:
+        for key, spec in self.sweep.items():
+            if key in self.scale:
+                raise _invalid(f"{key!r} is both a scale axis and swept: pick one", "sweep", key)
+            if self.search.method == "grid" and not spec.enumerable:
+                raise _invalid(
+                    f"{spec.kind} is not enumerable: use log2_grid or values for grid search "
+                    "(or search.method optuna)",
+                    "sweep",
+                    key,
+                    spec.kind,
+                )
+        if self.search.method == "adaptive":
+            if len(self.sweep) != 1:
+                raise _invalid(
+                    f"adaptive search sweeps exactly one key, got {len(self.sweep)} ({', '.join(self.sweep)})",
+                    "search",
+                    "method",
+                )
+            key, spec = next(iter(self.sweep.items()))
+            if spec.log2_grid is None:
+                raise _invalid(f"adaptive search needs a log2_grid sweep, got {spec.kind}", "sweep", key)
+        if self.search.method == "optuna" and not self.sweep:
+            raise _invalid("optuna search needs at least one key in sweep", "search", "method")
+        return self
+
+    # --- construction ---
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "study", root: yaml.Node | None = None) -> Study:
+        """Validate `data` (the parsed YAML) and every trial config it implies, or raise StudyError."""
+        try:
+            study = cls.model_validate(data)
+        except ValidationError as err:
+            raise StudyError(_format_error(err, source, root)) from None
+        study._source = source
+        study._root = root
+        study.validate_configs()
+        return study
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    # --- expansion ---
+    def scale_keys(self) -> list[str]:
+        return list(self.scale)
+
+    def swept_keys(self) -> list[str]:
+        return list(self.sweep)
+
+    def scale_points(self) -> list[dict[str, Any]]:
+        keys = self.scale_keys()
+        return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*self.scale.values())]
+
+    def trial_config(
+        self,
+        variant: str,
+        scale_point: dict[str, Any],
+        params: dict[str, Any],
+        seed: int,
+        inherited: dict[str, Any] | None = None,
+    ) -> TrainConfig:
+        """trainer < inherited < variant patch < scale point < params < seed, validated."""
+        if variant not in self.variants:
+            raise StudyError(
+                f"{self._where(('variants',))}: no variant {variant!r}; known: {', '.join(self.variants)}"
+            )
+        layers = self._layers(variant, scale_point, params, seed, inherited or {})
+        merged: dict[str, Any] = {}
+        for _, values, _ in layers:
+            merged.update(values)
+        try:
+            return TrainConfig.model_validate(merged)
+        except ValidationError as err:
+            context = ", ".join(
+                x for x in (f"variant {variant}", _describe(scale_point), _describe(params)) if x
+            )
+            where = self._where(_blame(err, layers))
+            raise StudyError(format_validation_error(err, f"{where}: {context}")) from None
+
+    def validate_configs(self, inherited_by_variant: dict[str, dict] | None = None) -> None:
+        """Check every variant x scale point x seed before anything runs.
+
+        Swept keys take their first grid value (or the midpoint of a range); each further grid value is
+        also checked once per variant and scale point, one key at a time.
+        """
+        probe = {key: self._probe(key, spec) for key, spec in self.sweep.items()}
+        for variant in self.variants:
+            inherited = (inherited_by_variant or {}).get(variant)
+            for point in self.scale_points():
+                for seed in self.seeds:
+                    config = self.trial_config(variant, point, probe, seed, inherited)
+                    self._check_grace(config, variant, point)
+                for key, spec in self.sweep.items():
+                    for value in spec.grid()[1:] if spec.enumerable else []:
+                        self.trial_config(variant, point, {**probe, key: value}, self.seeds[0], inherited)
+
+    def grid_trials(self, inherited_by_variant: dict[str, dict] | None = None) -> list[TrialSpec]:
+        """Every trial of a grid search: variant x scale point x seed x sweep grid, in that order."""
+        keys = self.swept_keys()
+        for key in keys:
+            if not self.sweep[key].enumerable:
+                raise StudyError(
+                    f"{self._where(('sweep', key))}: {self.sweep[key].kind} is not enumerable: "
+                    "use log2_grid or values for grid search"
+                )
+        grids = [self.sweep[key].grid() for key in keys]
+        trials = []
+        for variant in self.variants:
+            inherited = (inherited_by_variant or {}).get(variant)
+            for point in self.scale_points():
+                for seed in self.seeds:
+                    for combo in itertools.product(*grids):
+                        params = dict(zip(keys, combo, strict=True))
+                        config = self.trial_config(variant, point, params, seed, inherited)
+                        trials.append(TrialSpec(trial_id(config), variant, dict(point), params, seed, config))
+        return trials
+
+    # --- helpers ---
+    def _where(self, loc: Loc) -> str:
+        line = "" if self._root is None else f":{_line_of(self._root, loc)}"
+        return f"{self._source}{line}: {_dotted(loc)}"
+
+    def _layers(
+        self, variant: str, point: dict, params: dict, seed: int, inherited: dict
+    ) -> list[tuple[Loc, dict[str, Any], bool]]:
+        """The merge layers, lowest precedence first: (location in the YAML, values, keyed).
+
+        `keyed` layers are mappings whose own key extends the location of an error.
+        """
+        inherit_keys = self.inherit.keys if self.inherit else []
+        layers: list[tuple[Loc, dict[str, Any], bool]] = [(("trainer",), self.trainer, True)]
+        for key, value in inherited.items():
+            loc = ("inherit", "keys", inherit_keys.index(key)) if key in inherit_keys else ("inherit",)
+            layers.append((loc, {key: value}, False))
+        layers.append((("variants", variant), self.variants[variant], True))
+        for axis, value in point.items():
+            axis_values = self.scale.get(axis, [])
+            loc = ("scale", axis, axis_values.index(value)) if value in axis_values else ("scale", axis)
+            layers.append((loc, {axis: value}, False))
+        for key, value in params.items():
+            spec = self.sweep.get(key)
+            loc = ("sweep", key) if spec is None else ("sweep", key, spec.kind)
+            listed = (spec.values or spec.choice or []) if spec else []
+            if value in listed:
+                loc = (*loc, listed.index(value))
+            layers.append((loc, {key: value}, False))
+        loc = ("seeds", self.seeds.index(seed)) if seed in self.seeds else ("seeds",)
+        layers.append((loc, {"seed": seed}, False))
+        return layers
+
+    @staticmethod
+    def _probe(key: str, spec: SweepSpec) -> Any:
+        value = spec.probe()
+        if not spec.enumerable and TrainConfig.model_fields[key].annotation in (int, int | None):
+            value = round(value)
+        return value
+
+    def _check_grace(self, config: TrainConfig, variant: str, point: dict[str, Any]) -> None:
+        if self.early_stop is None or self.early_stop.grace_steps < config.total_steps:
+            return
+        context = ", ".join(x for x in (f"variant {variant}", _describe(point)) if x)
+        raise StudyError(
+            f"{self._where(('early_stop', 'grace_steps'))}: {context}: grace_steps "
+            f"{self.early_stop.grace_steps} must be smaller than the run's {config.total_steps} steps"
+        )
+
+
+def _blame(err: ValidationError, layers: list[tuple[Loc, dict[str, Any], bool]]) -> Loc:
+    """The YAML location responsible for a TrainConfig error.
+
+    A key error goes to the highest-precedence layer that sets the key. A whole-config error (e.g. a
+    head layout that does not fit the width) goes to the first layer whose addition makes it appear.
+    """
+    loc = err.errors(include_url=False)[0]["loc"]
+    if loc:
+        key = loc[0]
+        for base, values, keyed in reversed(layers):
+            if key in values:
+                return (*base, key) if keyed else base
+        return layers[0][0]
+    target = format_validation_error(err, "")
+    merged: dict[str, Any] = {}
+    for base, values, _ in layers:
+        merged.update(values)
+        try:
+            TrainConfig.model_validate(merged)
+        except ValidationError as partial:
+            if format_validation_error(partial, "") == target:
+                return base
+    return layers[-1][0]
+
+
+# --- YAML -> Study, with line numbers ---
+def load_study(path: str | Path) -> Study:
+    path = Path(path)
+    source = str(path)
+    if not path.exists():
+        raise StudyError(f"{source}: no such study file")
+    if path.is_dir():
+        raise StudyError(f"{source}: is a directory, not a study file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise StudyError(f"{source}: not UTF-8 text") from None
+    except OSError as err:
+        raise StudyError(f"{source}: cannot read: {err.strerror}") from None
+    root, data = _parse_yaml(text, source)
+    return Study.from_dict(data, source=source, root=root)
+
+
+def _parse_yaml(text: str, source: str) -> tuple[yaml.Node, dict[str, Any]]:
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is not None:
+            _check_duplicate_keys(root, (), source, set())
+            data = loader.construct_document(root)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = "" if mark is None else f":{mark.line + 1}"
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise StudyError(f"{source}{line}: not valid YAML: {problem}") from None
+    finally:
+        loader.dispose()
+    if root is None or data is None:
+        raise StudyError(f"{source}: empty study file")
+    if not isinstance(data, dict):
+        raise StudyError(
+            f"{source}:{root.start_mark.line + 1}: expected a mapping of study keys (name, trainer, "
+            f"variants, scale, sweep, ...), got {type(data).__name__}"
+        )
+    return root, data
+
+
+def _check_duplicate_keys(node: yaml.Node, path: Loc, source: str, seen: set[int]) -> None:
+    """YAML lets a later key silently replace an earlier one; a study refuses."""
+    if id(node) in seen:  # aliases can make the node graph cyclic
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        keys: set[tuple[str, str]] = set()
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            if isinstance(key_node, yaml.ScalarNode):
+                ident = (key_node.tag, key_node.value)
+                if ident in keys:
+                    where = _dotted((*path, key_node.value))
+                    raise StudyError(
+                        f"{source}:{key_node.start_mark.line + 1}: {where}: duplicate key {key_node.value!r}"
+                    )
+                keys.add(ident)
+            _check_duplicate_keys(value_node, (*path, str(key_node.value)), source, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_duplicate_keys(item, (*path, i), source, seen)
+
+
+def _line_of(root: yaml.Node, loc: Loc) -> int:
+    """1-based line of the deepest node along `loc` (a mapping entry's line is its key's)."""
+    node, line = root, root.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            # The last match wins, as when YAML merges (<<) put inherited entries first.
+            entry = next(
+                (
+                    (k, v)
+                    for k, v in reversed(node.value)
+                    if isinstance(k, yaml.ScalarNode) and k.value == str(part)
+                ),
+                None,
+            )
+            if entry is None:
+                break
+            line, node = entry[0].start_mark.line + 1, entry[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _model_at(path: Loc) -> type[BaseModel] | None:
+    """The spec model found at `path` below Study (mapping keys of dict fields skipped)."""
+    model: type[BaseModel] = Study
+    parts = list(path)
+    while parts:
+        field = model.model_fields.get(parts.pop(0)) if isinstance(parts[0], str) else None
+        if field is None:
+            return None
+        ann = field.annotation
+        if get_origin(ann) in (Union, types.UnionType):
+            ann = next(a for a in get_args(ann) if a is not type(None))
+        if get_origin(ann) is dict:
+            ann = get_args(ann)[1]
+            if parts:
+                parts.pop(0)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def _format_error(err: ValidationError, source: str, root: yaml.Node | None) -> str:
+    errors = err.errors(include_url=False)
+    # An unknown key is usually the cause of the other errors (a misspelt required key, say).
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc: Loc = tuple(first["loc"])
+    if first["type"] == "study":
+        loc = (*loc, *first["ctx"]["where"])
+        msg = first["ctx"]["msg"]
+    elif first["type"] == "extra_forbidden":
+        model = _model_at(loc[:-1])
+        allowed = f"; allowed: {', '.join(model.model_fields)}" if model else ""
+        msg = f"unknown key {loc[-1]!r}{allowed}"
+    elif first["type"] == "missing":
+        msg = "required key is missing"
+    else:
+        shown = repr(first.get("input"))
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        msg = f"{first['msg']} (got {shown})"
+    line = "" if root is None else f":{_line_of(root, loc)}"
+    field = f" {_dotted(loc)}:" if loc else ""
+    return f"{source}{line}:{field} {msg}"

@@ -1,0 +1,211 @@
+"""Mirror finished trials to Weights & Biases: one W&B run per trial, logged by the sweep driver.
+
+W&B is a mirror, never the source of truth: every failure here becomes one warning and W&B logging
+stops for the study, while the results store keeps everything. `wandb` is imported lazily (0.4 s).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import re
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas
+
+
+@dataclass(kw_only=True)
+class WandbSettings:
+    project: str = "sweeper"
+    entity: str | None = None
+    mode: str = "offline"  # "online" | "offline" | "disabled"
+    dir: Path  # the study's results folder; W&B writes its `wandb/` folder inside it
+
+    def __post_init__(self) -> None:
+        self.dir = Path(self.dir)
+
+
+class Tracker:
+    """Logs finished trials as W&B runs grouped by study (group) and variant (job_type)."""
+
+    def __init__(self, settings: WandbSettings, study: str) -> None:
+        self.settings = settings
+        self.study = study
+        self._enabled = settings.mode != "disabled"
+        self._started = False  # whether wandb was initialised, so close() has something to tear down
+
+    def log_trial(
+        self,
+        *,
+        name: str,
+        variant: str,
+        config: dict,
+        curve: list[dict],
+        summary: dict,
+        tags: list[str] | None = None,
+    ) -> str | None:
+        """Log one finished trial as one run; returns the run id, or None when disabled or failed."""
+
+        def body(wandb: Any, run: Any) -> None:
+            for point in curve:
+                metrics = {k: v for k, v in point.items() if k != "step" and v is not None}
+                step = point.get("step")
+                run.log(metrics, step=None if step is None else int(step))
+            run.summary.update({k: v for k, v in summary.items() if v is not None})
+
+        return self._run(body, name=name, job_type=variant, config=config, tags=tags)
+
+    def log_study_summary(
+        self, *, tables: dict[str, pandas.DataFrame], images: dict[str, Path] | None = None
+    ) -> None:
+        """Log the study's tables and figures in one extra run named `<study>-summary`."""
+        images = images or {}
+        if not tables and not images:
+            return
+
+        def body(wandb: Any, run: Any) -> None:
+            media = {key: wandb.Table(dataframe=frame) for key, frame in tables.items()}
+            media |= {key: wandb.Image(str(path)) for key, path in images.items()}
+            run.log(media)
+
+        self._run(body, name=f"{self.study}-summary", job_type="study", config=None, tags=None)
+
+    def close(self) -> None:
+        """Stop W&B's background service; runs are already complete on disk after each finish()."""
+        if self._started:
+            import wandb
+
+            with suppress(Exception):
+                wandb.teardown()
+        self._started = False
+        self._enabled = False
+
+    def _run(
+        self,
+        body: Callable[[Any, Any], None],
+        *,
+        name: str,
+        job_type: str,
+        config: dict | None,
+        tags: list[str] | None,
+    ) -> str | None:
+        if not self._enabled:
+            return None
+        run = None
+        with _environment(self._environment()):
+            try:
+                import wandb
+
+                self.settings.dir.mkdir(parents=True, exist_ok=True)
+                run = wandb.init(
+                    project=self.settings.project,
+                    entity=self.settings.entity,
+                    group=self.study,
+                    job_type=job_type,
+                    name=name,
+                    config=config,
+                    tags=tags,
+                    dir=str(self.settings.dir),
+                    mode=self.settings.mode,
+                    reinit="create_new",  # many runs per process, without finishing anyone else's
+                    settings=_quiet_settings(wandb),
+                )
+                self._started = True
+                body(wandb, run)
+                run.finish()
+                return run.id
+            except Exception as exc:
+                if run is not None:
+                    with suppress(Exception):
+                        run.finish(exit_code=1)
+                self._disable(exc)
+                return None
+
+    def _environment(self) -> dict[str, str]:
+        # Where W&B keeps its own files: its defaults are ./artifacts and folders under the home
+        # directory. The config dir is left alone so a user's W&B settings (e.g. base_url) still apply.
+        # WANDB_SILENT must be in the environment: only then does an online run without an API key
+        # fail instead of waiting at an interactive login prompt (settings.silent does not do that).
+        home = self.settings.dir / "wandb"
+        return {
+            "WANDB_DIR": str(self.settings.dir),
+            "WANDB_CACHE_DIR": str(home / ".cache"),
+            "WANDB_DATA_DIR": str(home / ".data"),
+            "WANDB_ARTIFACT_DIR": str(home / ".artifacts"),
+            "WANDB_SILENT": "true",
+        }
+
+    def _disable(self, exc: Exception) -> None:
+        self._enabled = False
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        warnings.warn(
+            f"W&B logging stopped for study {self.study!r} ({reason}); the results store has everything.",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
+def _quiet_settings(wandb: Any) -> Any:
+    """No console capture, no code/git/requirements snapshot, no system metrics or metadata."""
+    return wandb.Settings(
+        silent=True,
+        quiet=True,
+        console="off",
+        save_code=False,
+        disable_code=True,
+        disable_git=True,
+        x_disable_stats=True,
+        x_disable_meta=True,
+        x_disable_machine_info=True,
+        x_save_requirements=False,
+    )
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of the block, then restore the previous values."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+_ABBREVIATIONS = {"width": "w", "depth": "d", "steps": "steps", "tokens": "tok", "batch_size": "bs"}
+
+
+def run_name(scale: dict, params: dict, seed: int) -> str:
+    """A readable name, unique within a study: ({"width": 256}, {"lr": 2**-9}, 0) -> "w256-lr2^-9-s0"."""
+    parts = [f"{_ABBREVIATIONS.get(key, key)}{_format_value(value)}" for key, value in scale.items()]
+    parts += [f"{_ABBREVIATIONS.get(key, key)}{_format_value(value)}" for key, value in params.items()]
+    parts.append(f"s{seed}")
+    return "-".join(parts)
+
+
+def _format_value(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return str(value)
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    x = float(value)
+    if not math.isfinite(x):
+        return str(x)
+    if x == int(x):
+        return str(int(x))
+    if x > 0:
+        k = round(math.log2(x), 2)
+        if math.isclose(x, 2.0**k, rel_tol=1e-9):
+            return f"2^{k:g}"
+    return re.sub(r"e\+?(-?)0*(\d)", r"e\1\2", f"{x:.3g}")  # 1e-05 -> 1e-5
