@@ -135,7 +135,8 @@ class GroupedASHA(FIFOScheduler):
         self._of(trial).on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        if result.get("final"):
+        # ASHA stops a trial that reaches max_t; ours must live on to send its final summary.
+        if result.get("final") or result.get("step", 0) >= self.kwargs["max_t"]:
             return TrialScheduler.CONTINUE
         return self._of(trial).on_trial_result(tune_controller, trial, result)
 
@@ -224,8 +225,19 @@ class Recorder(tune.Callback):
         if result.get("final"):
             summary = result.get("summary") or {}
             status = summary.get("status", "completed")
-        else:
-            summary, status = {}, "stopped"
+        elif self.study.early_stop is not None:
+            curve = self.curves.get(trial.trial_id, [])
+            val = [p["val_loss"] for p in curve if p.get("val_loss") is not None]
+            last = curve[-1] if curve else {}
+            summary = {
+                "steps": last.get("step"),
+                "tokens": last.get("tokens"),
+                "best_val_loss": min(val) if val else None,
+            }
+            status = "stopped"
+        else:  # ended without its final report and nothing stops trials early: an interrupted run
+            self.curves.pop(trial.trial_id, None)
+            return
         self._record(trial, status, summary, None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

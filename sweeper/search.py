@@ -17,6 +17,7 @@ from sweeper.study import Study, TrialSpec, trial_id
 
 WAIT = None
 FINISHED = "FINISHED"
+MAX_REPEATS = 50  # a search space this small is exhausted: stop asking
 
 
 @dataclass
@@ -108,13 +109,32 @@ class OptunaStrategy:
 
     def next(self) -> TrialSpec | str | None:
         while not self.queue:
-            group = next((g for g in self.groups if g.settings < self.study.search.num_samples), None)
+            group = next(
+                (
+                    g
+                    for g in self.groups
+                    if g.settings < self.study.search.num_samples and g.repeats < MAX_REPEATS
+                ),
+                None,
+            )
             if group is None:
                 return FINISHED
             trial = group.study.ask(self.distributions)
             params = dict(trial.params)
-            group.settings += 1
             specs = self._specs(group, params)
+            if all(spec.trial_id in self.known for spec in specs):
+                # A setting the store already has (a resumed sampler re-proposes its first points): tell
+                # Optuna its stored result and ask again; it does not count as a new sample.
+                group.repeats += 1
+                group.told.add(trial.number)
+                value = _mean_loss([self.known[spec.trial_id] for spec in specs])
+                objective = value if self.study.objective.mode == "min" else -value
+                group.study.tell(
+                    trial, objective if math.isfinite(objective) else _worst(self.study.objective.mode)
+                )
+                continue
+            group.repeats = 0
+            group.settings += 1
             losses: dict[str, float] = {}
             for spec in specs:
                 if spec.trial_id in self.known:
@@ -122,7 +142,6 @@ class OptunaStrategy:
                 else:
                     self.queue.append(spec)
                 self.pending[spec.trial_id] = (group, trial, losses)
-            self._maybe_tell(group, trial, losses, len(specs))
         return self.queue.popleft()
 
     def observe(self, spec: TrialSpec, loss: float) -> None:
@@ -148,6 +167,7 @@ class _OptunaGroup:
     point: dict[str, Any]
     study: Any
     settings: int = 0
+    repeats: int = 0  # proposals in a row that the store already had
     told: set[int] = field(default_factory=set)
 
 

@@ -1,0 +1,265 @@
+"""`sweeper run` end to end: real Ray, real Parquet, real W&B offline, tiny trials."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from wandb_reader import read_run
+
+from sweeper.runner import kill_leftover_ray, ray_temp_dir
+
+SWEEPER = [sys.executable, "-m", "sweeper.cli"]
+TRAINER = (
+    "{depth: 1, head_dim: 16, seq_len: 32, batch_size: 8, steps: %d, eval_interval: %d, eval_batches: 1}"
+)
+
+
+def write_study(tmp_path: Path, name: str, body: str, steps: int = 12) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"name: {name}\ntrainer: {TRAINER % (steps, max(steps // 2, 1))}\n{body}")
+    return path
+
+
+def sweeper(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*SWEEPER, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def trials(tmp_path: Path, study: str) -> pd.DataFrame:
+    return pd.read_parquet(tmp_path / "results" / study / "trials.parquet")
+
+
+def ray_processes(tmp_path: Path, study: str) -> list[int]:
+    marker = str(ray_temp_dir(tmp_path / "results" / study))
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+GRID = """variants:
+  sp: {parameterization: sp}
+  mup: {parameterization: mup, base_width: 32}
+scale: {width: [32, 64]}
+sweep: {lr: {log2_grid: [-9, -8]}}
+wandb: {mode: offline, project: sweeper-test}
+"""
+
+
+def test_grid_study_runs_reruns_nothing_and_extends_only_new_cells(tmp_path):
+    path = write_study(tmp_path, "grid", GRID)
+    first = sweeper("run", str(path), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    table = trials(tmp_path, "grid")
+    assert len(table) == 2 * 2 * 2 and table["trial_id"].is_unique
+    assert set(table["status"]) == {"completed"}
+    assert {"variant", "width", "lr", "seed", "final_val_loss", "config", "code_version", "host"} <= set(
+        table.columns
+    )
+    at_base = table[table["width"] == 32].groupby("lr")["objective"].nunique()
+    assert (at_base == 1).all()  # SP and muP are the same model at the base width
+    curves = pd.read_parquet(tmp_path / "results" / "grid" / "curves")
+    assert set(curves["trial_id"]) == set(table["trial_id"]) and {"step", "val_loss"} <= set(curves.columns)
+    assert (tmp_path / "results" / "grid" / "params" / "mup" / "width=64.parquet").exists()
+    assert ray_processes(tmp_path, "grid") == []
+
+    # W&B offline: one run per trial, grouped by study, job_type = variant, config = the trial config
+    runs = sorted((tmp_path / "results" / "grid" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 8
+    recorded = read_run(runs[0])
+    assert recorded["run"].run_group == "grid" and recorded["run"].job_type in ("sp", "mup")
+    assert recorded["config"]["trial_id"] in set(table["trial_id"]) and "lr" in recorded["config"]
+    assert not (tmp_path / "wandb").exists()
+
+    again = sweeper("run", str(path), cwd=tmp_path)
+    assert again.returncode == 0 and "nothing to run" in again.stderr
+    assert len(trials(tmp_path, "grid")) == 8
+
+    path.write_text(path.read_text().replace("width: [32, 64]", "width: [32, 64, 128]"))
+    extended = sweeper("run", str(path), "--no-wandb", cwd=tmp_path)
+    assert extended.returncode == 0, extended.stderr[-2000:]
+    grown = trials(tmp_path, "grid")
+    assert len(grown) == 12 and grown["trial_id"].is_unique
+    assert set(grown.loc[~grown["trial_id"].isin(table["trial_id"]), "width"]) == {128}
+    assert "ran 4 trials" in extended.stderr
+
+    status = json.loads(sweeper("status", "--study", "grid", "--json", cwd=tmp_path).stdout)
+    assert status["completed"] == 12 and status["planned"] == 12
+    best = json.loads(sweeper("best", "--study", "grid", "--json", cwd=tmp_path).stdout)
+    assert len(best) == 6
+    assert set(best[0]) >= {"variant", "width", "best", "objective", "n_trials", "bracketed", "refined"}
+
+
+def test_optuna_search_runs_num_samples_per_point_and_resumes_without_repeats(tmp_path):
+    body = """scale: {width: [32, 64]}
+sweep: {lr: {loguniform: [0.0005, 0.01]}, warmup: {values: [0, 4]}}
+search: {method: optuna, num_samples: 3, seed: 1}
+wandb: {mode: disabled}
+"""
+    path = write_study(tmp_path, "opt", body)
+    proc = sweeper("run", str(path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = trials(tmp_path, "opt")
+    assert len(table) == 6 and table["trial_id"].is_unique
+    assert table.groupby("width").size().to_dict() == {32: 3, 64: 3}
+    assert table["lr"].between(0.0005, 0.01).all() and set(table["warmup"]) <= {0, 4}
+    path.write_text(path.read_text().replace("num_samples: 3", "num_samples: 4"))
+    more = sweeper("run", str(path), cwd=tmp_path)
+    assert more.returncode == 0, more.stderr[-2000:]
+    grown = trials(tmp_path, "opt")
+    assert len(grown) == 8 and grown["trial_id"].is_unique
+
+
+def test_asha_stops_poor_trials_within_a_scale_point(tmp_path):
+    body = """scale: {width: [32]}
+sweep: {lr: {log2_grid: [-14, -3]}}
+early_stop: {method: asha, grace_steps: 10, reduction_factor: 2}
+max_concurrent: 2
+wandb: {mode: disabled}
+"""
+    path = write_study(tmp_path, "asha", body, steps=40)
+    path.write_text(path.read_text().replace("eval_interval: 20", "eval_interval: 10"))
+    proc = sweeper("run", str(path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = trials(tmp_path, "asha")
+    assert len(table) == 12 and table["trial_id"].is_unique
+    assert (table["status"] == "stopped").sum() >= 1
+    assert set(table["status"]) <= {"completed", "diverged", "stopped"}
+    best_lr = table.loc[table["objective"].idxmin(), "lr"]
+    assert table.loc[table["lr"] == best_lr, "status"].item() == "completed"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_an_interrupted_study_keeps_finished_trials_and_a_rerun_completes_it(tmp_path, sig):
+    body = "scale: {width: [32, 64]}\nsweep: {lr: {log2_grid: [-11, -6]}}\nwandb: {mode: disabled}\n"
+    path = write_study(tmp_path, "intr", body, steps=400)
+    proc = subprocess.Popen(
+        [*SWEEPER, "run", str(path)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    trials_file = tmp_path / "results" / "intr" / "trials.parquet"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (trials_file.exists() and len(pd.read_parquet(trials_file)) >= 2):
+        time.sleep(0.5)
+    assert trials_file.exists(), "no trial finished in time"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130, err[-2000:]
+        assert "resume with the same command" in err
+        assert ray_processes(tmp_path, "intr") == []
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    kept = pd.read_parquet(trials_file)
+    assert 2 <= len(kept) < 12 and kept["trial_id"].is_unique and set(kept["status"]) == {"completed"}
+
+    rerun = sweeper("run", str(path), cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    final = pd.read_parquet(trials_file)
+    assert len(final) == 12 and final["trial_id"].is_unique and set(final["status"]) == {"completed"}
+    assert set(kept["trial_id"]) <= set(final["trial_id"])
+    assert ray_processes(tmp_path, "intr") == []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_study_runs_on_an_existing_ray_cluster(tmp_path):
+    ray = str(Path(sys.executable).parent / "ray")
+    port = free_port()
+    temp_dir = Path("/tmp") / f"sweeper-test-cluster-{os.getpid()}"
+    started = subprocess.run(
+        [
+            ray,
+            "start",
+            "--head",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            f"--temp-dir={temp_dir}",
+            "--disable-usage-stats",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert started.returncode == 0, started.stderr[-2000:]
+    try:
+        body = "sweep: {lr: {values: [0.001, 0.003]}}\nwandb: {mode: disabled}\n"
+        path = write_study(tmp_path, "cluster", body, steps=6)
+        proc = sweeper("run", str(path), "--address", f"127.0.0.1:{port}", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert set(trials(tmp_path, "cluster")["status"]) == {"completed"}
+        assert len(trials(tmp_path, "cluster")) == 2
+    finally:
+        kill_leftover_ray(temp_dir)
+
+
+def test_adaptive_search_finds_the_grid_optimum_with_fewer_trials(tmp_path):
+    body = "scale: {width: [32, 64]}\nsweep: {lr: {log2_grid: [-12, -4]}}\nwandb: {mode: disabled}\n"
+    grid_path = write_study(tmp_path, "full", body, steps=40)
+    adaptive_path = write_study(tmp_path, "adapt", body + "search: {method: adaptive}\n", steps=40)
+    assert sweeper("run", str(grid_path), cwd=tmp_path).returncode == 0
+    proc = sweeper("run", str(adaptive_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "fewer" in proc.stderr
+    full, adaptive = trials(tmp_path, "full"), trials(tmp_path, "adapt")
+    assert len(adaptive) < len(full) == 18
+    for width in (32, 64):
+        grid_best = full[full["width"] == width].sort_values("objective").iloc[0]
+        found = adaptive[adaptive["width"] == width].sort_values("objective").iloc[0]
+        assert abs(found["lr"] / grid_best["lr"] - 1) < 1.0  # within one grid step (a factor of 2)
+        assert found["objective"] <= grid_best["objective"] + 0.02
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("scale: {width: []}\n", "scale.width"),
+        ("sweep: {lr: {log2_grid: [-4, -14]}}\n", "sweep.lr"),
+        ("variants: {x: {parameterization: mupp}}\n", "parameterization='mupp'"),
+        ("objective: {metric: accuracy}\n", "objective.metric"),
+        ("colour: blue\n", "colour"),
+    ],
+)
+def test_bad_studies_fail_with_one_line_before_anything_is_written(tmp_path, body, expected):
+    path = write_study(tmp_path, "bad", body)
+    proc = sweeper("run", str(path), cwd=tmp_path)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0] and "bad.yaml" in lines[0], proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_study_and_bad_names(tmp_path):
+    missing = sweeper("run", str(tmp_path / "nope.yaml"), cwd=tmp_path)
+    assert missing.returncode == 2 and "nope.yaml" in missing.stderr
+    slash = tmp_path / "slash.yaml"
+    slash.write_text("name: ../evil\n")
+    proc = sweeper("run", str(slash), cwd=tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    status = sweeper("status", "--study", "nothing", cwd=tmp_path)
+    assert status.returncode == 2 and "no results" in status.stderr
+
+
+def test_dry_run_lists_the_plan_and_writes_nothing(tmp_path):
+    path = write_study(tmp_path, "dry", GRID)
+    proc = sweeper("run", str(path), "--dry-run", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "plan" in proc.stdout and "8" in proc.stdout
+    assert not (tmp_path / "results").exists()
