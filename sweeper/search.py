@@ -230,8 +230,10 @@ def _spec(
 
 @dataclass
 class LineSearch:
-    """Octave steps out from a start until the loss rises on both sides (or the grid ends), then half- and
-    quarter-octave refinement around the best. Positions are log2 of the swept value."""
+    """Octave steps out from a start until the loss rises on both sides (or the grid ends) and one octave
+    beyond the better side, then one half- and one quarter-octave step from the best towards its better
+    neighbour. Positions are log2 of the swept value; the result has quarter-octave resolution. Like any
+    line search it assumes one basin; the extra octave guards against a noisy dip."""
 
     start: float
     lo: float
@@ -250,19 +252,33 @@ class LineSearch:
                 return [best - 1]
             if best == coarse[-1] and best + 1 <= self.hi + 1e-9:
                 return [best + 1]
+            # Bracketed. Noise can make a dip look like the bottom: look one octave past the better
+            # neighbour too before settling.
+            probe = best + 2 * self._side(best)
+            if probe not in self.evaluated and self._inside([probe]):
+                return [probe]
             self.phase = "half"
         if self.phase == "half":
-            todo = [k for k in self._inside([best - 0.5, best + 0.5]) if k not in self.evaluated]
+            todo = [k for k in self._inside([best + 0.5 * self._side(best)]) if k not in self.evaluated]
             if todo:
                 return todo
             self.phase = "quarter"
             best = self.best()
         if self.phase == "quarter":
-            todo = [k for k in self._inside([best - 0.25, best + 0.25]) if k not in self.evaluated]
+            todo = [k for k in self._inside([best + 0.25 * self._side(best)]) if k not in self.evaluated]
             if todo:
                 return todo
             self.phase = "done"
         return []
+
+    def _side(self, best: float) -> int:
+        """+1 or -1: towards the better of the best point's nearest evaluated neighbours (where a
+        parabola through the three would put its vertex)."""
+        below = [k for k in self.evaluated if k < best]
+        above = [k for k in self.evaluated if k > best]
+        left = self.evaluated[max(below)] if below else math.inf
+        right = self.evaluated[min(above)] if above else math.inf
+        return 1 if right < left else -1
 
     def _inside(self, positions: list[float]) -> list[float]:
         return [k for k in positions if self.lo - 1e-9 <= k <= self.hi + 1e-9]
@@ -324,9 +340,11 @@ class AdaptiveStrategy:
         self.trials_used = 0
         self.planned = None
 
-    def grid_size(self) -> int:
-        grid = self.study.sweep[self.key].grid()
-        return len(self.study.variants) * len(self.points) * len(self.study.seeds) * len(grid)
+    def grid_size(self, step: float | None = None) -> int:
+        """Trials of a full grid over the same range: at the spec's step, or at `step` octaves."""
+        spec = self.study.sweep[self.key]
+        n = len(spec.grid()) if step is None else math.floor((self.hi - self.lo) / step + 1e-9) + 1
+        return len(self.study.variants) * len(self.points) * len(self.study.seeds) * n
 
     def next(self) -> TrialSpec | str | None:
         if not self.queue:
@@ -365,6 +383,8 @@ class AdaptiveStrategy:
                     search.point_index += 1
                     search.line = None
                     continue
+                if wanted and not search.in_flight:
+                    continue  # every wanted point was in the store already: decide again
                 break
 
     def _launch(self, variant: str, search: _VariantSearch, position: float) -> None:
