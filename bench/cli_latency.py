@@ -41,15 +41,33 @@ def synthetic_store(root: Path, n: int = 10_000) -> None:
                 for seed in range(10):
                     lr = float(2.0**k)
                     loss = 3.0 + 0.05 * (k + 6 + np.log2(width / 64)) ** 2 + rng.normal(0, 0.01)
-                    rows.append({"trial_id": f"{variant}-{width}-{k:.2f}-{seed}", "study": "big", "variant": variant,
-                                 "status": "completed", "objective": loss, "final_val_loss": loss, "width": width,
-                                 "lr": lr, "seed": seed, "scale_point": f"width={width}",
-                                 "swept": json.dumps({"lr": lr}, sort_keys=True)})
+                    rows.append(
+                        {
+                            "trial_id": f"{variant}-{width}-{k:.2f}-{seed}",
+                            "study": "big",
+                            "variant": variant,
+                            "status": "completed",
+                            "objective": loss,
+                            "final_val_loss": loss,
+                            "width": width,
+                            "lr": lr,
+                            "seed": seed,
+                            "scale_point": f"width={width}",
+                            "swept": json.dumps({"lr": lr}, sort_keys=True),
+                        }
+                    )
     store = ResultsStore(root, "big")
     store.dir.mkdir(parents=True)
     pd.DataFrame(rows[:n]).to_parquet(store.trials_path, index=False)
-    store.write_spec({"name": "big", "scale_keys": ["width"], "swept_keys": ["lr"],
-                      "objective": {"mode": "min"}, "planned": n})
+    store.write_spec(
+        {
+            "name": "big",
+            "scale_keys": ["width"],
+            "swept_keys": ["lr"],
+            "objective": {"mode": "min"},
+            "planned": n,
+        }
+    )
 
 
 def main() -> None:

@@ -32,31 +32,45 @@ def one_run(trials: int) -> dict[str, float]:
         path = Path(tmp) / "overhead.yaml"
         path.write_text(STUDY.format(values=[round(1e-3 * (1 + i / 100), 6) for i in range(trials)]))
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "sweeper.cli", "run", str(path)], cwd=tmp,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "sweeper.cli", "run", str(path)], cwd=tmp, capture_output=True, text=True
+        )
         wall = time.perf_counter() - start
         if proc.returncode != 0:
             raise SystemExit(proc.stderr[-2000:])
         table = pd.read_parquet(Path(tmp) / "results" / "overhead" / "trials.parquet")
         cores = os.cpu_count() or 1
         ideal = table["wall_s"].sum() / cores
-        span = table["finished_at"].max() - table["started_at"].min()  # from the first trial start to the last end
-    return {"wall": wall, "ideal": ideal, "span": span, "per_trial": (wall - ideal) / trials,
-            "per_trial_no_startup": (span - ideal) / trials}
+        span = (
+            table["finished_at"].max() - table["started_at"].min()
+        )  # from the first trial start to the last end
+    return {
+        "wall": wall,
+        "ideal": ideal,
+        "span": span,
+        "per_trial": (wall - ideal) / trials,
+        "per_trial_no_startup": (span - ideal) / trials,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     runs = [one_run(args.trials) for _ in range(args.repeats)]
     print(f"{args.trials} near-empty trials on {os.cpu_count()} cores, {args.repeats} runs")
-    print(f"{'run':>4} {'wall s':>8} {'ideal s':>8} {'first start..last end s':>24} {'overhead/trial s':>17} "
-          f"{'(excl. Ray start-up)':>21}")
+    print(
+        f"{'run':>4} {'wall s':>8} {'ideal s':>8} {'first start..last end s':>24} {'overhead/trial s':>17} "
+        f"{'(excl. Ray start-up)':>21}"
+    )
     for i, r in enumerate(runs, 1):
-        print(f"{i:>4} {r['wall']:>8.1f} {r['ideal']:>8.2f} {r['span']:>24.1f} {r['per_trial']:>17.2f} "
-              f"{r['per_trial_no_startup']:>21.2f}")
+        print(
+            f"{i:>4} {r['wall']:>8.1f} {r['ideal']:>8.2f} {r['span']:>24.1f} {r['per_trial']:>17.2f} "
+            f"{r['per_trial_no_startup']:>21.2f}"
+        )
     median = statistics.median(r["per_trial"] for r in runs)
     median_no = statistics.median(r["per_trial_no_startup"] for r in runs)
     print(f"median overhead per trial: {median:.2f} s, {median_no:.2f} s excluding start-up (aim: under 1 s)")
