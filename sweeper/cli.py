@@ -193,11 +193,14 @@ def run(
     ] = False,
     no_wandb: Annotated[bool, typer.Option("--no-wandb", help="Do not mirror trials to W&B.")] = False,
     rerun_failed: Annotated[bool, typer.Option("--rerun-failed", help="Run failed trials again.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Run even if the pre-flight coordinate check fails.")
+    ] = False,
 ) -> None:
     """Run a study, finish an interrupted one, or extend a grown one: only trials not in the store run.
 
     Exit status 0 when the study is complete, 130 when interrupted (rerun the same command to resume),
-    2 on bad input.
+    1 when the study's pre-flight coordinate check fails (without --force), 2 on bad input.
     """
     from sweeper import session
 
@@ -210,6 +213,7 @@ def run(
             dry=dry_run,
             no_wandb=no_wandb,
             rerun_failed=rerun_failed,
+            force=force,
             argv=["sweeper", *sys.argv[1:]],
         )
     raise typer.Exit(code)
@@ -256,25 +260,189 @@ def status(
     typer.echo("  ".join(f"{k} {v if v is not None else '-'}" for k, v in counts.items()))
 
 
-@app.command()
-def best(study: StudyOption, results: ResultsOption = Path("results"), json_out: JsonOption = False) -> None:
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def best(
+    ctx: typer.Context,
+    study: StudyOption,
+    results: ResultsOption = Path("results"),
+    json_out: JsonOption = False,
+) -> None:
     """The best setting per variant and scale point, with bracketing and the parabola-refined optimum.
 
     --json: a list of {"variant", <each scale key>, "best": {key: value}, "objective", "n_trials",
     "bracketed", "refined": {key: value} or null}.
+
+    With a target scale (any scale key, e.g. --width 4096), the optimum extrapolated there from the
+    power-law fit of the study's optima, with its 90% interval: --json gives a list of {"variant", "axis",
+    "target", "hparam", "value", "interval": [lo, hi], "alpha", "alpha_ci", "verdict"}.
     """
     with user_errors():
         store = open_store(results, study)
+        target = parse_target(ctx.args, store.spec().get("scale_keys", []))
     from sweeper.analysis import optimum_table
 
     spec = store.spec()
-    rows = optimum_table(store.trials(), spec)
+    if target is not None:
+        print_extrapolation(store, spec, *target, json_out)
+        return
+    rows = optimum_table(store.current_trials(), spec)
     if json_out:
         sys.stdout.write(json.dumps(rows, default=_json_default) + "\n")
         return
     from sweeper.display import print_best_table
 
     print_best_table(rows, spec.get("scale_keys", []))
+
+
+def parse_target(args: list[str], scale_keys: list[str]) -> tuple[str, float] | None:
+    """`--width 4096` (any scale key) from the extra arguments of `best`."""
+    from trainers.config import ConfigError
+
+    if not args:
+        return None
+    if len(args) != 2 or not args[0].startswith("--"):
+        raise ConfigError(
+            f"unexpected arguments {' '.join(args)!r}; a target is one scale key, e.g. --width 4096"
+        )
+    axis = args[0][2:].replace("-", "_")
+    if axis not in scale_keys:
+        raise ConfigError(
+            f"--{axis}: not a scale axis of this study; its axes: {', '.join(scale_keys) or 'none'}"
+        )
+    try:
+        value = float(args[1])
+    except ValueError:
+        raise ConfigError(f"--{axis} {args[1]!r}: expected a number") from None
+    if value <= 0:
+        raise ConfigError(f"--{axis} {args[1]}: must be > 0")
+    return axis, value
+
+
+def print_extrapolation(store, spec: dict, axis: str, target: float, json_out: bool) -> None:
+    from sweeper.analysis import transfer_fit, verdict
+
+    trials = store.current_trials()
+    mode = spec.get("objective", {}).get("mode", "min")
+    rows = []
+    for variant in dict.fromkeys(trials["variant"]):
+        for hparam in spec.get("swept_keys", []):
+            fit = transfer_fit(trials, variant, axis, hparam, mode)
+            name, reasons = verdict(fit)
+            row = {
+                "variant": variant,
+                "axis": axis,
+                "target": target,
+                "hparam": hparam,
+                "value": None,
+                "interval": None,
+                "alpha": fit.alpha,
+                "alpha_ci": list(fit.alpha_ci) if fit.alpha_ci else None,
+                "verdict": name,
+                "reasons": reasons,
+            }
+            if fit.alpha is not None:
+                centre, interval = fit.predict(target)
+                row["value"] = 2.0**centre
+                row["interval"] = [2.0 ** interval[0], 2.0 ** interval[1]] if interval else None
+            rows.append(row)
+    if json_out:
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
+    for row in rows:
+        if row["value"] is None:
+            typer.echo(
+                f"{row['variant']}: {row['hparam']} at {axis}={target:g}: no fit ({'; '.join(row['reasons'])})"
+            )
+            continue
+        lo, hi = row["interval"] or (row["value"], row["value"])
+        typer.echo(
+            f"{row['variant']}: {row['hparam']} at {axis}={target:g}: {row['value']:.3g} "
+            f"(90% interval {lo:.3g} .. {hi:.3g}); alpha {row['alpha']:+.2f}, verdict {row['verdict']}"
+        )
+
+
+@app.command()
+def verify(
+    study: StudyOption,
+    results: ResultsOption = Path("results"),
+    axis: Annotated[str, typer.Option(help="The scale axis to test transfer along.")] = "width",
+    tol: Annotated[
+        float, typer.Option(min=0.0, help="Octaves of drift per doubling that still count as transfer.")
+    ] = 0.25,
+    json_out: JsonOption = False,
+) -> None:
+    """Does the optimum transfer along a scale axis? Per variant: the exponent alpha of h* ~ scale^alpha
+    with its 90% bootstrap interval, drift, transfer regret, and a verdict (transfers, shifts,
+    inconclusive) with its reasons.
+
+    --json: a list of {"variant", "axis", "hparam", "alpha", "alpha_ci": [lo, hi], "drift_octaves",
+    "regret_abs", "regret_rel", "bracketed_all", "verdict", "reasons": [...]} plus per-scale detail
+    ("scales", "optimum_log2", "best_loss", "bracketed", "fit_rms_octaves",
+    "leave_largest_out_error_octaves", "basin_width_octaves", "penalty_2x", "penalty_4x", "at").
+    """
+    from trainers.config import ConfigError
+
+    with user_errors():
+        store = open_store(results, study)
+        spec = store.spec()
+        if axis not in spec.get("scale_keys", []):
+            raise ConfigError(
+                f"--axis {axis!r}: not a scale axis of study {study!r}; its axes: "
+                f"{', '.join(spec.get('scale_keys', [])) or 'none'}"
+            )
+    from sweeper.analysis import verify_rows
+
+    rows = verify_rows(store.current_trials(), spec, axis=axis, tol=tol)
+    if json_out:
+        sys.stdout.write(json.dumps(rows) + "\n")
+        return
+    from sweeper.display import print_verify
+
+    print_verify(rows)
+
+
+@app.command()
+def report(
+    study: StudyOption,
+    results: ResultsOption = Path("results"),
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for report.md and the figures (default: results/<study>/report)."),
+    ] = None,
+    axis: Annotated[str | None, typer.Option(help="Scale axis (default: the study's first).")] = None,
+    no_wandb: Annotated[bool, typer.Option("--no-wandb", help="Do not log the report to W&B.")] = False,
+) -> None:
+    """Figures (loss vs hyperparameter per scale, optimum vs scale, training curves, best loss vs scale) and
+    report.md with the verdicts and tables; logged to the study's W&B group when the study uses W&B."""
+    from trainers.config import ConfigError
+
+    with user_errors():
+        store = open_store(results, study)
+        spec = store.spec()
+        if axis is not None and axis not in spec.get("scale_keys", []):
+            raise ConfigError(f"--axis {axis!r}: not a scale axis of study {study!r}")
+    from sweeper.report import build_report
+
+    tracker = None
+    wandb_spec = spec.get("spec", {}).get("wandb", {})
+    if not no_wandb and wandb_spec.get("mode", "offline") != "disabled":
+        from sweeper.tracking import Tracker, WandbSettings
+
+        tracker = Tracker(
+            WandbSettings(
+                project=wandb_spec.get("project", "sweeper"),
+                entity=wandb_spec.get("entity"),
+                mode=wandb_spec.get("mode", "offline"),
+                dir=store.dir,
+            ),
+            study,
+        )
+    try:
+        path = build_report(store, out or store.dir / "report", axis=axis, tracker=tracker)
+    finally:
+        if tracker is not None:
+            tracker.close()
+    typer.echo(f"report: {path}")
 
 
 def _json_default(value):

@@ -252,3 +252,53 @@ def print_best_table(rows: list[dict[str, Any]], scale_keys: list[str]) -> None:
             bracketed,
         )
     stdout_console().print(table)
+
+
+VERDICT_STYLE = {"transfers": "bold green", "shifts": "bold red", "inconclusive": "bold yellow"}
+
+
+def print_verify(rows: list[dict[str, Any]]) -> None:
+    console = stdout_console()
+    for row in rows:
+        at = ", ".join(f"{k}={v}" for k, v in row["at"].items())
+        head = (
+            f"[bold]{row['variant']}[/]"
+            + (f" ({at})" if at else "")
+            + f": {row['hparam']} along {row['axis']}  "
+        )
+        console.print(head + f"[{VERDICT_STYLE[row['verdict']]}]{row['verdict']}[/]")
+        table = Table(show_edge=False, pad_edge=False, box=None)
+        table.add_column(row["axis"], justify="right")
+        table.add_column(f"best {row['hparam']}", justify="right")
+        table.add_column("best loss", justify="right")
+        table.add_column("bracketed")
+        table.add_column("basin (oct.)", justify="right")
+        table.add_column("loss +2x", justify="right")
+        for i, scale in enumerate(row["scales"]):
+            loss = row["best_loss"][i]
+            basin = row["basin_width_octaves"][i]
+            pen = row["penalty_2x"][i]
+            table.add_row(
+                f"{scale:g}",
+                f"2^{row['optimum_log2'][i]:.2f}",
+                "-" if loss is None else f"{loss:.4f}",
+                "yes" if row["bracketed"][i] else "[yellow]no[/]",
+                "-" if basin is None else f"{basin:.2f}",
+                "-" if pen is None else f"{pen:+.4f}",
+            )
+        console.print(table)
+        if row["alpha"] is not None:
+            lo, hi = row["alpha_ci"]
+            console.print(
+                f"  alpha {row['alpha']:+.2f} [90% {lo:+.2f}, {hi:+.2f}]  drift "
+                f"{row['drift_octaves']:+.2f} octaves  regret "
+                + ("-" if row["regret_rel"] is None else f"{row['regret_rel']:.2%}")
+                + (
+                    f"  fit rms {row['fit_rms_octaves']:.2f} oct."
+                    if row["fit_rms_octaves"] is not None
+                    else ""
+                )
+            )
+        for reason in row["reasons"]:
+            console.print(f"  - {reason}")
+        console.print()

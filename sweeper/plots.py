@@ -93,3 +93,210 @@ def plot_coord_check(results: list[tuple[str, Any]], path: str | Path) -> Path:
     plt.close(fig)
     tmp.replace(path)
     return path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=130)
+    tmp.replace(path)
+    return path
+
+
+def plot_loss_vs_hparam(
+    trials, spec: dict, axis: str, hparam: str, path: str | Path, verify: list[dict]
+) -> Path:
+    """The muTransfer figure: loss against log2(hparam), one curve per scale (light to dark), one panel per
+    variant, a band of one standard error over seeds, the optimum starred, diverged settings as crosses."""
+    import numpy as np
+
+    from sweeper.analysis import COUNTED
+
+    plt = _pyplot()
+    variants = list(dict.fromkeys(trials["variant"]))
+    fig, axes = plt.subplots(1, len(variants), figsize=(4.6 * len(variants), 4.0), squeeze=False, sharey=True)
+    scales = sorted(float(s) for s in trials[axis].dropna().unique())
+    cmap = plt.get_cmap("viridis")
+    colours = {s: cmap(0.1 + 0.8 * i / max(len(scales) - 1, 1)) for i, s in enumerate(scales)}
+    sign = 1.0 if spec.get("objective", {}).get("mode", "min") == "min" else -1.0
+    finite_all = []
+    for ax, variant in zip(axes[0], variants, strict=True):
+        rows = trials[(trials["variant"] == variant) & trials["status"].isin(COUNTED)]
+        fit = next((v for v in verify if v["variant"] == variant and v["hparam"] == hparam), None)
+        for scale in scales:
+            at = rows[rows[axis].astype(float) == scale]
+            if at.empty:
+                continue
+            xs, means, sems, diverged = [], [], [], []
+            for value, cell in at.groupby(hparam):
+                ok = cell[cell["status"] == "completed"]["objective"].dropna().to_numpy(dtype=float)
+                if len(ok) < len(cell):
+                    diverged.append(np.log2(value))
+                    continue
+                xs.append(np.log2(value))
+                means.append(ok.mean())
+                sems.append(ok.std(ddof=1) / np.sqrt(len(ok)) if len(ok) > 1 else 0.0)
+            xs, means, sems = np.array(xs), np.array(means), np.array(sems)
+            order = np.argsort(xs)
+            xs, means, sems = xs[order], means[order], sems[order]
+            colour = colours[scale]
+            ax.plot(xs, means, "-o", color=colour, markersize=3, linewidth=1.5, label=f"{axis} {scale:g}")
+            if (sems > 0).any():
+                ax.fill_between(xs, means - sems, means + sems, color=colour, alpha=0.2, linewidth=0)
+            finite_all.extend(means.tolist())
+            if diverged:
+                ax.plot(
+                    diverged, [np.nan] * len(diverged), "x", color=colour
+                )  # placed after limits are known
+                ax._sweeper_diverged = [*getattr(ax, "_sweeper_diverged", []), (diverged, colour)]
+            if fit is not None and scale in fit["scales"]:
+                i = fit["scales"].index(scale)
+                x_opt = fit["optimum_log2"][i]
+                y_opt = np.interp(x_opt, xs, means) if len(xs) else np.nan
+                ax.plot(
+                    [x_opt],
+                    [y_opt],
+                    marker="*",
+                    markersize=12,
+                    color=colour,
+                    markeredgecolor="black" if fit["bracketed"][i] else "red",
+                    markeredgewidth=0.8,
+                )
+        title = variant
+        if fit is not None:
+            title += f": {fit['verdict']}"
+            if fit["alpha"] is not None:
+                title += f", alpha {fit['alpha']:+.2f}"
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(f"log2 {hparam}")
+        ax.grid(alpha=0.3)
+    if finite_all:
+        lo, hi = min(finite_all), np.quantile(finite_all, 0.9)
+        span = hi - lo
+        for ax in axes[0]:
+            ax.set_ylim(lo - 0.05 * span, hi + 0.25 * span)
+            for diverged, colour in getattr(ax, "_sweeper_diverged", []):
+                ax.plot(
+                    diverged,
+                    [hi + 0.2 * span] * len(diverged),
+                    "x",
+                    color=colour,
+                    markersize=7,
+                    markeredgewidth=2,
+                )
+    axes[0][0].set_ylabel(
+        f"{spec.get('objective', {}).get('use', 'final')} "
+        f"{spec.get('objective', {}).get('metric', 'val_loss')}" + ("" if sign > 0 else " (max)")
+    )
+    axes[0][-1].legend(
+        fontsize=8,
+        loc="upper right",
+        title="star: optimum (red edge: not bracketed)\nx: diverged",
+        title_fontsize=7,
+    )
+    fig.suptitle(f"{spec.get('name', '')}: loss against {hparam}, one curve per {axis}", fontsize=11)
+    fig.tight_layout()
+    plt.close(fig)
+    return _save(fig, path)
+
+
+def plot_optimum_vs_scale(verify: list[dict], path: str | Path) -> Path:
+    """log2 h* against log2 scale with the fitted power law and its 90% band, one line per variant."""
+    import numpy as np
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    colours = plt.get_cmap("tab10")
+    for i, row in enumerate(verify):
+        colour = colours(i % 10)
+        scales = np.array(row["scales"], dtype=float)
+        ys = np.array(row["optimum_log2"])
+        bracketed = np.array(row["bracketed"], dtype=bool)
+        label = f"{row['variant']} ({row['hparam']})"
+        if row["alpha"] is not None:
+            lo, hi = row["alpha_ci"]
+            label += f": alpha {row['alpha']:+.2f} [{lo:+.2f}, {hi:+.2f}], {row['verdict']}"
+            xs = np.log2(scales)
+            grid = np.linspace(xs.min(), xs.max(), 50)
+            slope, intercept = row["alpha"], np.mean(ys[bracketed]) - row["alpha"] * np.mean(xs[bracketed])
+            ax.plot(2**grid, slope * grid + intercept, "-", color=colour, linewidth=1.2)
+            ax.fill_between(
+                2**grid,
+                lo * (grid - xs[bracketed].mean()) + ys[bracketed].mean(),
+                hi * (grid - xs[bracketed].mean()) + ys[bracketed].mean(),
+                color=colour,
+                alpha=0.12,
+            )
+        else:
+            label += f": {row['verdict']}"
+        ax.plot(scales[bracketed], ys[bracketed], "o", color=colour, label=label)
+        ax.plot(scales[~bracketed], ys[~bracketed], "o", mfc="none", color=colour)
+    ax.set_xscale("log", base=2)
+    axis = verify[0]["axis"] if verify else "scale"
+    ax.set_xlabel(axis)
+    ax.set_ylabel("log2 optimum")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    ax.set_title("Optimum against scale (open circles: not bracketed, not fitted)", fontsize=10)
+    fig.tight_layout()
+    plt.close(fig)
+    return _save(fig, path)
+
+
+def plot_best_curves(curves, best_trials, axis: str, path: str | Path) -> Path:
+    """Validation loss against tokens for the best trial of each variant and scale point."""
+    plt = _pyplot()
+    variants = list(dict.fromkeys(best_trials["variant"]))
+    fig, axes = plt.subplots(1, len(variants), figsize=(4.6 * len(variants), 3.8), squeeze=False, sharey=True)
+    cmap = plt.get_cmap("viridis")
+    scales = sorted(float(s) for s in best_trials[axis].unique())
+    for ax, variant in zip(axes[0], variants, strict=True):
+        for _, trial in best_trials[best_trials["variant"] == variant].iterrows():
+            curve = curves[(curves["trial_id"] == trial["trial_id"]) & curves["val_loss"].notna()]
+            i = scales.index(float(trial[axis]))
+            ax.plot(
+                curve["tokens"],
+                curve["val_loss"],
+                "-",
+                color=cmap(0.1 + 0.8 * i / max(len(scales) - 1, 1)),
+                label=f"{axis} {float(trial[axis]):g}",
+            )
+        ax.set_title(variant, fontsize=10)
+        ax.set_xlabel("tokens")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+    axes[0][0].set_ylabel("validation loss")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle("Training curves of the best trial per scale point", fontsize=11)
+    fig.tight_layout()
+    plt.close(fig)
+    return _save(fig, path)
+
+
+def plot_best_loss_vs_scale(verify: list[dict], path: str | Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.2, 4.0))
+    for row in verify:
+        losses = [(s, v) for s, v in zip(row["scales"], row["best_loss"], strict=True) if v is not None]
+        if losses:
+            ax.plot([s for s, _ in losses], [v for _, v in losses], "-o", label=row["variant"])
+    ax.set_xscale("log", base=2)
+    axis = verify[0]["axis"] if verify else "scale"
+    ax.set_xlabel(axis)
+    ax.set_ylabel("best loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Best loss against scale", fontsize=10)
+    fig.tight_layout()
+    plt.close(fig)
+    return _save(fig, path)

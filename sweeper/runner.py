@@ -335,7 +335,7 @@ def kill_leftover_ray(temp_dir: Path) -> int:
                 cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if marker in cmdline:
+            if f"{marker}/" in cmdline or cmdline.rstrip().endswith(marker) or f"{marker} " in cmdline:
                 try:
                     os.kill(int(entry.name), signal.SIGKILL)
                     killed += 1
@@ -371,6 +371,13 @@ def start_ray(results_dir: Path, address: str | None, study: Study) -> Path | No
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     os.environ["RAY_DEDUP_LOGS"] = "0"
     gpus = study.resources.gpu and _local_gpus()
+    if study.resources.gpu and not gpus:
+        from sweeper.study import StudyError
+
+        raise StudyError(
+            f"{study.source}: resources.gpu={study.resources.gpu:g} but this machine has no CUDA GPU; "
+            "set resources.gpu: 0, or join a cluster with GPUs (--address)"
+        )
     ray.init(
         num_cpus=os.cpu_count(),
         num_gpus=gpus or 0,
@@ -408,6 +415,7 @@ def run_study(
     tracker: Any = None,
     inherited: dict[str, dict] | None = None,
     on_change: Callable[[Recorder | None], None] | None = None,
+    fingerprints: dict[str, str] | None = None,
 ) -> RunOutcome:
     """Run what the store does not have yet. Returns whether the study is now complete."""
     start = time.time()

@@ -85,18 +85,21 @@ class OptunaStrategy:
         ]
 
     def _replay_store(self) -> None:
-        """Settings whose seeds all finished in an earlier run are told to their group's Optuna study."""
+        """Settings whose seeds all finished in an earlier run are told to their group's Optuna study;
+        settings with only some seeds finished are enqueued, so that their missing seeds run first."""
         import optuna
 
         for group in self.groups:
             for params in self.stored.settings.get((group.variant, group_key(group.point)), []):
-                specs = self._specs(group, params)
-                if not all(s.trial_id in self.known for s in specs) or not _within(
-                    params, self.distributions
-                ):
+                if not _within(params, self.distributions):
                     continue
-                losses = [self.known[s.trial_id] for s in specs]
-                value = _mean_loss(losses)
+                specs = self._specs(group, params)
+                known = [s.trial_id in self.known for s in specs]
+                if not all(known):
+                    if any(known):
+                        group.study.enqueue_trial(params)
+                    continue
+                value = _mean_loss([self.known[s.trial_id] for s in specs])
                 objective = value if self.study.objective.mode == "min" else -value
                 group.study.add_trial(
                     optuna.trial.create_trial(
@@ -108,6 +111,8 @@ class OptunaStrategy:
                 group.settings += 1
 
     def next(self) -> TrialSpec | str | None:
+        from optuna.trial import TrialState
+
         while not self.queue:
             group = next(
                 (
@@ -122,16 +127,19 @@ class OptunaStrategy:
             trial = group.study.ask(self.distributions)
             params = dict(trial.params)
             specs = self._specs(group, params)
-            if all(spec.trial_id in self.known for spec in specs):
-                # A setting the store already has (a resumed sampler re-proposes its first points): tell
-                # Optuna its stored result and ask again; it does not count as a new sample.
+            if all(spec.trial_id in self.known or spec.trial_id in self.pending for spec in specs):
+                # A setting already done or running (a resumed sampler re-proposes its first points; a small
+                # categorical space repeats): tell Optuna what is known and ask again. Not a new sample.
                 group.repeats += 1
                 group.told.add(trial.number)
-                value = _mean_loss([self.known[spec.trial_id] for spec in specs])
-                objective = value if self.study.objective.mode == "min" else -value
-                group.study.tell(
-                    trial, objective if math.isfinite(objective) else _worst(self.study.objective.mode)
-                )
+                if all(spec.trial_id in self.known for spec in specs):
+                    value = _mean_loss([self.known[spec.trial_id] for spec in specs])
+                    objective = value if self.study.objective.mode == "min" else -value
+                    group.study.tell(
+                        trial, objective if math.isfinite(objective) else _worst(self.study.objective.mode)
+                    )
+                else:
+                    group.study.tell(trial, state=TrialState.FAIL)
                 continue
             group.repeats = 0
             group.settings += 1
@@ -142,10 +150,12 @@ class OptunaStrategy:
                 else:
                     self.queue.append(spec)
                 self.pending[spec.trial_id] = (group, trial, losses)
+            self._maybe_tell(group, trial, losses, len(specs))
         return self.queue.popleft()
 
     def observe(self, spec: TrialSpec, loss: float) -> None:
-        entry = self.pending.get(spec.trial_id)
+        self.known[spec.trial_id] = loss
+        entry = self.pending.pop(spec.trial_id, None)
         if entry is None:
             return
         group, trial, losses = entry

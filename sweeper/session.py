@@ -15,7 +15,22 @@ from sweeper.study import Study, StudyError, load_study
 INTERRUPTED = 130
 
 
-def study_spec_record(study: Study, planned: int | None) -> dict[str, Any]:
+def variant_fingerprints(study: Study, inherited: dict[str, dict]) -> dict[str, str]:
+    """Per variant, a hash of what defines it apart from scale, swept values and seed (trainer keys,
+    inherited values, its patch). Analyses use the trials of the current definition only, so results of an
+    earlier `trainer` (say 300 steps instead of 600) are never averaged in as extra seeds."""
+    import hashlib
+
+    prints = {}
+    for variant, patch in study.variants.items():
+        payload = json.dumps([study.trainer, inherited.get(variant, {}), patch], sort_keys=True, default=str)
+        prints[variant] = hashlib.sha256(payload.encode()).hexdigest()[:12]
+    return prints
+
+
+def study_spec_record(
+    study: Study, planned: int | None, fingerprints: dict[str, str] | None = None
+) -> dict[str, Any]:
     """What the store keeps of the spec: enough for `status`, `best` and the analysis without the YAML."""
     return {
         "name": study.name,
@@ -28,6 +43,7 @@ def study_spec_record(study: Study, planned: int | None) -> dict[str, Any]:
         "search": study.search.model_dump(),
         "objective": study.objective.model_dump(),
         "planned": planned,
+        "fingerprints": fingerprints or {},
         "spec": study.model_dump(mode="json", exclude={"source"}),
     }
 
@@ -45,7 +61,7 @@ def resolve_inherit(study: Study, results_root: Path) -> dict[str, dict[str, Any
     if study.inherit is None:
         return {}
     source = ResultsStore(results_root, study.inherit.study)
-    trials = source.trials()
+    trials = source.current_trials()
     if trials.empty:
         raise StudyError(
             f"{study.source}: inherit.study: no results for study {study.inherit.study!r} under {results_root}; "
@@ -64,7 +80,8 @@ def resolve_inherit(study: Study, results_root: Path) -> dict[str, dict[str, Any
                 f"{study.source}: inherit: study {study.inherit.study!r} has no finished optimum for variant "
                 f"{source_variant or variant!r} (set inherit.variant to one of {spec.get('variants')})"
             )
-        base = rows[0]  # the first scale point: the study's base (smallest) scale
+        scale_keys = spec.get("scale_keys", [])
+        base = min(rows, key=lambda r: tuple(r[k] for k in scale_keys))  # the base: the smallest scale point
         best_trial = _best_trial(trials, base, source_variant, spec)
         config = json.loads(best_trial["config"])
         inherited[variant] = {key: config[key] for key in study.inherit.keys}
@@ -77,7 +94,9 @@ def _best_trial(trials: Any, row: dict, variant: str, spec: dict) -> dict:
         candidates = candidates[candidates[key] == row[key]]
     swept = json.dumps(row["best"], sort_keys=True)
     matching = candidates[candidates["swept"] == swept]
-    return (matching if not matching.empty else candidates).sort_values("objective").iloc[0].to_dict()
+    ascending = spec.get("objective", {}).get("mode", "min") == "min"
+    pool = matching if not matching.empty else candidates
+    return pool.sort_values("objective", ascending=ascending).iloc[0].to_dict()
 
 
 def dry_run(study: Study, store: ResultsStore, inherited: dict, rerun_failed: bool) -> None:
@@ -130,6 +149,54 @@ def dry_run(study: Study, store: ResultsStore, inherited: dict, rerun_failed: bo
         console.print(f"inherited from {study.inherit.study}: {inherited}")
 
 
+PREFLIGHT_FAILED = 1
+
+
+def preflight(study: Study, store: ResultsStore, inherited: dict, force: bool) -> bool:
+    """Coordinate check of every width-relative variant over the study's widths, before anything runs.
+
+    Classic SP (no `alignment`) is left out: its activations grow with width by design. The result goes to
+    the store (coord_check.json, coord_check.png, shown by `sweeper report`). Returns whether to go on.
+    """
+    from trainers.coord_check import run_coord_check
+
+    widths = sorted({p["width"] for p in study.scale_points() if "width" in p})
+    if len(widths) < 2:
+        raise StudyError(f"{study.source}: preflight: coord_check needs a width axis with two or more values")
+    probe = {key: study._probe(key, spec) for key, spec in study.sweep.items()}
+    checked, failures = [], []
+    for variant in study.variants:
+        config = study.trial_config(
+            variant, study.scale_points()[0], probe, study.seeds[0], inherited.get(variant)
+        )
+        if config.parameterization == "sp" and config.alignment is None:
+            continue
+        print(f"preflight: coordinate check of {variant} over widths {widths}", file=sys.stderr)
+        result = run_coord_check(config.with_updates(threads=1), widths, steps=5, seeds=2)
+        checked.append((variant, result))
+        if not result.passed:
+            modules = sorted({s["module"] for s in result.failing()})
+            failures.append(f"{variant}: {', '.join(modules)} change with width")
+    if checked:
+        from sweeper.plots import plot_coord_check
+        from sweeper.store import atomic_write_text
+
+        store.dir.mkdir(parents=True, exist_ok=True)
+        plot_coord_check(checked, store.dir / "coord_check.png")
+        atomic_write_text(
+            store.dir / "coord_check.json", json.dumps({v: r.as_json() for v, r in checked}, indent=1) + "\n"
+        )
+    if failures:
+        verdict = "going on anyway (--force)" if force else "stopping; rerun with --force to run anyway"
+        print(
+            f"preflight coordinate check failed: {'; '.join(failures)}. Figure: {store.dir / 'coord_check.png'}. "
+            f"{verdict}",
+            file=sys.stderr,
+        )
+        return force
+    return True
+
+
 def run(
     path: Path,
     results_root: Path,
@@ -140,6 +207,7 @@ def run(
     no_wandb: bool,
     rerun_failed: bool,
     argv: list[str] | None = None,
+    force: bool = False,
 ) -> int:
     study = load_study(path)
     store = ResultsStore(results_root, study.name)
@@ -153,12 +221,16 @@ def run(
         dry_run(study, store, inherited, rerun_failed)
         return 0
 
+    if study.preflight == "coord_check" and not preflight(study, store, inherited, force):
+        return PREFLIGHT_FAILED
+
     from trainers.data import load_corpus
 
     for corpus in _corpora(study, inherited):
         load_corpus(corpus)  # build the corpus cache once, before parallel trials race for it
     store.dir.mkdir(parents=True, exist_ok=True)
-    store.write_spec(study_spec_record(study, planned))
+    fingerprints = variant_fingerprints(study, inherited)
+    store.write_spec(study_spec_record(study, planned, fingerprints))
 
     from sweeper import runner
     from sweeper.display import StudyDisplay, print_best_table
@@ -166,7 +238,7 @@ def run(
     stored = runner.stored_results(store, study, rerun_failed)
     if study.search.method == "grid" and all(t.trial_id in stored.losses for t in grid):
         print(f"{study.name}: all {len(grid)} trials are in {store.dir}; nothing to run", file=sys.stderr)
-        table = optimum_table(store.trials(), store.spec())
+        table = optimum_table(store.current_trials(), store.spec())
         if table:
             print_best_table(table, study.scale_keys())
         return 0
@@ -193,7 +265,7 @@ def run(
             tracker.close()
 
     store = ResultsStore(results_root, study.name)  # re-read: trust the store, not Ray
-    table = optimum_table(store.trials(), store.spec())
+    table = optimum_table(store.current_trials(), store.spec())
     if table:
         print_best_table(table, study.scale_keys())
     if outcome is None or not outcome.complete:

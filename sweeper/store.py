@@ -109,6 +109,16 @@ class ResultsStore:
             return pd.DataFrame({"trial_id": pd.Series(dtype=str), "status": pd.Series(dtype=str)})
         return pd.DataFrame(rows)
 
+    def current_trials(self):
+        """The trials of each variant's current definition (see session.variant_fingerprints); rows of an
+        earlier definition stay in the store but are left out of analyses."""
+        trials = self.trials()
+        prints = self.spec().get("fingerprints") or {}
+        if trials.empty or not prints or "fingerprint" not in trials.columns:
+            return trials
+        current = trials["variant"].map(prints)
+        return trials[trials["fingerprint"].isna() | (trials["fingerprint"] == current)]
+
     def statuses(self) -> dict[str, str]:
         return {tid: row["status"] for tid, row in self._load_rows().items()}
 
@@ -196,6 +206,7 @@ def trial_row(
     error: str | None = None,
     started_at: float | None = None,
     finished_at: float | None = None,
+    fingerprint: str | None = None,
 ) -> dict[str, Any]:
     """One row of the trial table. Config keys are columns under their own names; run results use names
     that no config key has (steps_done, tokens_done) so the two never collide."""
@@ -217,9 +228,10 @@ def trial_row(
         "diverged_at": summary.get("diverged_at"),
         "divergence_reason": summary.get("divergence_reason"),
         "n_params": summary.get("n_params"),
-        "device": summary.get("device"),
+        "device_used": summary.get("device"),
         "error": error,
         "scale_point": point_label(scale),
+        "fingerprint": fingerprint,
         "swept": json.dumps(params, sort_keys=True),
         "config": json.dumps(config, sort_keys=True),
         "code_version": code_version(),

@@ -434,6 +434,26 @@ class Study(_Spec):
                 for key, spec in self.sweep.items():
                     for value in spec.grid()[1:] if spec.enumerable else []:
                         self.trial_config(variant, point, {**probe, key: value}, self.seeds[0], inherited)
+        self._check_distinct_variants(probe, inherited_by_variant or {})
+        if self.objective.metric == "train_loss" and self.objective.use == "best":
+            raise StudyError(
+                f"{self.source}: objective: use 'best' needs metric val_loss (the train loss is "
+                "reported as a final value)"
+            )
+
+    def _check_distinct_variants(self, probe: dict[str, Any], inherited: dict[str, dict]) -> None:
+        """Two variants that resolve to the same configs would share trial ids (and results)."""
+        point = self.scale_points()[0]
+        seen: dict[str, str] = {}
+        for variant in self.variants:
+            config = self.trial_config(variant, point, probe, self.seeds[0], inherited.get(variant))
+            tid = trial_id(config)
+            if tid in seen:
+                raise StudyError(
+                    f"{self.source}: variants: {seen[tid]!r} and {variant!r} give identical trials (their patches "
+                    "resolve to the same config); drop one or make them differ"
+                )
+            seen[tid] = variant
 
     def grid_trials(self, inherited_by_variant: dict[str, dict] | None = None) -> list[TrialSpec]:
         """Every trial of a grid search: variant x scale point x seed x sweep grid, in that order."""

@@ -294,3 +294,37 @@ def test_ntk_and_mfp_default_to_full_alignment():
 def test_tying_refused_where_the_rules_differ():
     with pytest.raises(ConfigError, match="untie"):
         make(parameterization="sp", alignment="full", width=WIDE, tie_embeddings=True)
+
+
+def grad_slope(role_param: str, **kw) -> float:
+    """Slope of log2 mean |gradient| of one parameter against log2 width, at init (widths 64 and 512)."""
+    values = []
+    for width in (64, 512):
+        _cfg, model, _ = make(width=width, **kw)
+        torch.manual_seed(0)
+        idx = torch.randint(0, VOCAB, (8, 17), generator=torch.Generator().manual_seed(0))
+        _, loss = model(idx[:, :-1], idx[:, 1:])
+        loss.backward()
+        values.append(dict(model.named_parameters())[role_param].grad.abs().mean().item())
+    return math.log2(values[1] / values[0]) / 3
+
+
+@pytest.mark.parametrize(
+    ("kw", "param"),
+    [
+        ({"parameterization": "mup"}, "lm_head.weight"),
+        ({"parameterization": "mup", "readout_scaling": "inv_sqrt_width"}, "lm_head.weight"),
+        ({"parameterization": "mup", "alignment": "full"}, "lm_head.weight"),
+        ({"parameterization": "mup", "alignment": "full"}, "blocks.1.norm_mlp.weight"),
+        ({"parameterization": "mup", "alignment": "full"}, "blocks.0.mlp.up.weight"),
+        ({"parameterization": "sp", "alignment": "full"}, "lm_head.weight"),
+    ],
+)
+def test_grad_exponents_match_measured_gradients(kw, param):
+    """eps_mode: scaled follows the table's `grad` exponent; it must be the gradient's real scaling."""
+    cfg, _model, plans = make(width=512, **kw)
+    role = {p.name: p.role for p in plans}[param]
+    from trainers.parameterization import width_rules
+
+    expected = -width_rules(cfg)[role].grad
+    assert grad_slope(param, **kw) == pytest.approx(expected, abs=0.2)

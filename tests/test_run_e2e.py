@@ -265,3 +265,55 @@ def test_dry_run_lists_the_plan_and_writes_nothing(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "plan" in proc.stdout and "8" in proc.stdout
     assert not (tmp_path / "results").exists()
+
+
+def test_inherit_takes_the_best_values_at_the_base_scale_of_another_study(tmp_path):
+    tune = write_study(
+        tmp_path,
+        "tuneb",
+        "scale: {width: [64, 32]}\nsweep: {lr: {values: [0.0001, 0.01]}}\nwandb: {mode: disabled}\n",
+        steps=20,
+    )
+    assert sweeper("run", str(tune), cwd=tmp_path).returncode == 0
+    table = trials(tmp_path, "tuneb")
+    base = table[table["width"] == 32].sort_values("objective").iloc[0]  # the smallest width is the base
+    target = write_study(
+        tmp_path,
+        "target",
+        "inherit: {study: tuneb, keys: [lr]}\nscale: {width: [64]}\n"
+        "sweep: {warmup: {values: [0, 2]}}\nwandb: {mode: disabled}\n",
+        steps=4,
+    )
+    proc = sweeper("run", str(target), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert set(trials(tmp_path, "target")["lr"]) == {base["lr"]}
+    missing = write_study(
+        tmp_path, "orphan", "inherit: {study: nowhere, keys: [lr]}\nwandb: {mode: disabled}\n"
+    )
+    proc = sweeper("run", str(missing), cwd=tmp_path)
+    assert proc.returncode == 2 and "no results for study 'nowhere'" in proc.stderr
+
+
+def test_preflight_coord_check_stops_a_study_whose_variant_fails_unless_forced(tmp_path):
+    body = """variants:
+  broken: {parameterization: mup, base_width: 32, readout_scaling: inv_sqrt_width_ablation, zero_init_query: true}
+  good: {parameterization: mup, base_width: 32, zero_init_readout: true, zero_init_query: true, lr: 0.01}
+  sp: {parameterization: sp}
+scale: {width: [32, 64, 128]}
+sweep: {lr: {values: [0.003]}}
+preflight: coord_check
+wandb: {mode: disabled}
+"""
+    path = write_study(tmp_path, "pre", body, steps=4)
+    path.write_text(path.read_text().replace("steps: 4", "steps: 4, lr: 0.03"))
+    proc = sweeper("run", str(path), cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert (
+        "preflight coordinate check failed: broken:" in proc.stderr
+        and "good" not in proc.stderr.split("failed:")[1]
+    )
+    assert (tmp_path / "results" / "pre" / "coord_check.png").exists()
+    assert not (tmp_path / "results" / "pre" / "trials.parquet").exists()
+    forced = sweeper("run", str(path), "--force", cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert len(trials(tmp_path, "pre")) == 9

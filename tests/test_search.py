@@ -154,9 +154,10 @@ def test_optuna_runs_num_samples_per_point_each_over_all_seeds_and_resumes():
     )
     assert drive(OptunaStrategy(study, stored)) == []
     more = make_study({"method": "optuna", "num_samples": 6, "seed": 3}, widths=(64, 128), seeds=(0, 1))
+    before = set(stored.losses)
     extra = drive(OptunaStrategy(more, stored))
     assert len(extra) == 2 * 2 * 1 * 2
-    assert not {t.trial_id for t in extra} & set(stored.losses)
+    assert not {t.trial_id for t in extra} & before
 
 
 def test_grid_skips_stored_trials():
@@ -165,3 +166,51 @@ def test_grid_skips_stored_trials():
     done = {t.trial_id for t in trials[:5]}
     ran = drive(GridStrategy(trials, done))
     assert len(ran) == len(trials) - 5 and not {t.trial_id for t in ran} & done
+
+
+def test_optuna_never_hands_out_a_trial_twice_in_a_small_categorical_space():
+    study = Study.from_dict(
+        {
+            "name": "cat",
+            "trainer": {"head_dim": 16},
+            "scale": {"width": [64]},
+            "sweep": {"lr": {"values": [0.001, 0.002, 0.004]}},
+            "search": {"method": "optuna", "num_samples": 6},
+        }
+    )
+    ran = drive(OptunaStrategy(study, Stored()), batch=2)
+    ids = [t.trial_id for t in ran]
+    assert len(ids) == len(set(ids)) == 3
+    assert {t.config.lr for t in ran} == {0.001, 0.002, 0.004}
+
+
+def test_optuna_resume_finishes_settings_whose_seeds_were_cut_off():
+    study = make_study({"method": "optuna", "num_samples": 3, "seed": 5}, widths=(64,), seeds=(0, 1))
+    first = drive(OptunaStrategy(study, Stored()))
+    kept = [t for t in first if not (t.seed == 1 and t.config.lr == first[0].config.lr)]  # one seed lost
+    settings = {}
+    for t in kept:
+        settings.setdefault((t.variant, (("width", 64),)), [])
+        if {"lr": t.config.lr} not in settings[(t.variant, (("width", 64),))]:
+            settings[(t.variant, (("width", 64),))].append({"lr": t.config.lr})
+    stored = Stored(losses={t.trial_id: bowl(t) for t in kept}, settings=settings)
+    resumed = drive(OptunaStrategy(study, stored))
+    missing = {t.trial_id for t in first} - {t.trial_id for t in kept}
+    assert {t.trial_id for t in resumed} == missing
+
+
+def test_variants_that_resolve_to_the_same_config_are_refused():
+    from sweeper.study import StudyError
+
+    with pytest.raises(StudyError, match="'sp' and 'sp_again' give identical trials"):
+        Study.from_dict(
+            {
+                "name": "dup",
+                "trainer": {"head_dim": 16},
+                "variants": {
+                    "sp": {"parameterization": "sp"},
+                    "sp_again": {"weight_decay_mode": "coupled_scaled"},
+                },
+                "sweep": {"lr": {"values": [0.001]}},
+            }
+        )

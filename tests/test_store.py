@@ -85,3 +85,14 @@ def test_params_table_is_stored_once_per_variant_and_point(tmp_path):
     store.record_params("mup", {"width": 128}, [{"name": "y", "lr": 2.0}])
     frame = pd.read_parquet(tmp_path / "s" / "params" / "mup" / "width=128.parquet")
     assert list(frame["name"]) == ["x"]
+
+
+def test_analyses_use_the_current_definition_of_each_variant(tmp_path):
+    store = ResultsStore(tmp_path, "s")
+    old, new = row("old", objective=1.0), row("new", objective=3.0, lr=0.02)
+    old["fingerprint"], new["fingerprint"] = "before", "after"
+    store.record(old, [])
+    store.record(new, [])
+    store.write_spec({"fingerprints": {"sp": "after"}})
+    assert list(store.current_trials()["trial_id"]) == ["new"]
+    assert len(store.trials()) == 2  # nothing is deleted

@@ -142,7 +142,7 @@ def _everett_rules(parameterization: str, optimizer: str, alignment: str) -> dic
     # Adam, c + 2a for SGD); their init (0 or 1) does not scale.
     emb = rules["embedding"]
     shift = emb.multiplier * (1 if optimizer == "adamw" else 2)
-    rules["vector"] = WidthRule(init=0, multiplier=0, lr=emb.lr + shift, grad=emb.grad)
+    rules["vector"] = WidthRule(init=0, multiplier=0, lr=emb.lr + shift, grad=emb.grad - emb.multiplier)
     return rules
 
 
@@ -154,7 +154,8 @@ def _readout_variant(rule: WidthRule, cfg: TrainConfig) -> WidthRule:
         return replace(rule, multiplier=target)
     t = target - rule.multiplier
     lr_shift = t if cfg.optimizer == "adamw" else 2 * t
-    return WidthRule(init=rule.init - t, multiplier=target, lr=rule.lr - lr_shift, grad=rule.grad - t)
+    # W = m^-a w: raising a by t makes the stored weights m^t larger and their gradients m^-t smaller.
+    return WidthRule(init=rule.init - t, multiplier=target, lr=rule.lr - lr_shift, grad=rule.grad + t)
 
 
 @dataclass(frozen=True)
@@ -333,7 +334,7 @@ def attention_scale(cfg: TrainConfig) -> float:
     if cfg.effective_attn_scale == "sqrt":
         return cfg.attn_mult / math.sqrt(head_dim)
     _, base_head_dim = cfg.resolved_heads(cfg.effective_base_width)
-    return cfg.attn_mult * math.sqrt(base_head_dim) / head_dim
+    return cfg.attn_mult / math.sqrt(base_head_dim) * (base_head_dim / head_dim)  # exactly SP's at the base
 
 
 def residual_multiplier(cfg: TrainConfig) -> float:

@@ -1,0 +1,211 @@
+"""`sweeper report`: figures and a short Markdown report of a study, from its store alone."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from sweeper.analysis import COUNTED, optimum_table, verify_rows
+from sweeper.store import ResultsStore, atomic_write_text
+
+
+def best_trials(trials: pd.DataFrame, axis: str, mode: str) -> pd.DataFrame:
+    """The best finished trial of each variant and value of the scale axis."""
+    done = trials[trials["status"] == "completed"].dropna(subset=["objective"])
+    if done.empty:
+        return done
+    ascending = mode == "min"
+    return done.sort_values("objective", ascending=ascending).groupby(["variant", axis], sort=False).head(1)
+
+
+def steps_ahead(curves: pd.DataFrame, candidate: str, reference: str) -> dict[str, float] | None:
+    """How many steps ahead of the reference the candidate is: the step at which the reference reaches the
+    candidate's final loss (interpolated) minus the candidate's final step, and their ratio. Positive (ratio
+    above 1): the candidate is ahead. Infinite when the reference never gets there."""
+    cand = curves[(curves["trial_id"] == candidate) & curves["val_loss"].notna()].sort_values("step")
+    ref = curves[(curves["trial_id"] == reference) & curves["val_loss"].notna()].sort_values("step")
+    if cand.empty or ref.empty:
+        return None
+    target, final_step = float(cand["val_loss"].iloc[-1]), float(cand["step"].iloc[-1])
+    below = ref[ref["val_loss"] <= target]
+    if below.empty:
+        return {"steps_ahead": math.inf, "ratio": math.inf, "reference_reaches": None}
+    j = below.index[0]
+    position = ref.index.get_loc(j)
+    if position == 0:
+        reach = float(ref["step"].iloc[0])
+    else:
+        s0, s1 = ref["step"].iloc[position - 1], ref["step"].iloc[position]
+        l0, l1 = ref["val_loss"].iloc[position - 1], ref["val_loss"].iloc[position]
+        reach = float(s0 + (s1 - s0) * (l0 - target) / (l0 - l1)) if l0 != l1 else float(s1)
+    return {
+        "steps_ahead": reach - final_step,
+        "ratio": reach / final_step if final_step else math.inf,
+        "reference_reaches": reach,
+    }
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return format(value, spec)
+
+
+def build_report(store: ResultsStore, out: Path, axis: str | None = None, tracker: Any = None) -> Path:
+    from sweeper.plots import (
+        plot_best_curves,
+        plot_best_loss_vs_scale,
+        plot_loss_vs_hparam,
+        plot_optimum_vs_scale,
+    )
+
+    spec = store.spec()
+    trials = store.current_trials()
+    scale_keys = spec.get("scale_keys", [])
+    axis = axis or (scale_keys[0] if scale_keys else None)
+    mode = spec.get("objective", {}).get("mode", "min")
+    out.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, Path] = {}
+    verify = verify_rows(trials, spec, axis=axis) if axis else []
+    if axis:
+        for hparam in spec.get("swept_keys", []):
+            figures[f"loss vs {hparam}"] = plot_loss_vs_hparam(
+                trials, spec, axis, hparam, out / f"loss_vs_{hparam}.png", verify
+            )
+        if verify:
+            figures["optimum vs scale"] = plot_optimum_vs_scale(verify, out / "optimum_vs_scale.png")
+            figures["best loss vs scale"] = plot_best_loss_vs_scale(verify, out / "best_loss_vs_scale.png")
+        best = best_trials(trials, axis, mode)
+        if not best.empty:
+            curves = store.curves(best["trial_id"])
+            figures["training curves"] = plot_best_curves(curves, best, axis, out / "best_curves.png")
+    coord = store.dir / "coord_check.png"
+    if coord.exists():
+        figures["coordinate check"] = coord
+
+    lines = [f"# {spec.get('name', store.study)}", ""]
+    if spec.get("description"):
+        lines += [spec["description"].strip(), ""]
+    counts = trials["status"].value_counts().to_dict() if not trials.empty else {}
+    lines += [
+        f"{len(trials)} trials: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + ".",
+        f"Objective: {spec.get('objective', {})}. Search: {spec.get('search', {}).get('method', 'grid')}.",
+        "",
+    ]
+    if verify:
+        lines += [
+            "## Verdicts",
+            "",
+            "| variant | hparam | verdict | alpha | 90% interval | drift (octaves) | regret | bracketed |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in verify:
+            ci = row["alpha_ci"]
+            lines.append(
+                f"| {row['variant']} | {row['hparam']} | **{row['verdict']}** | {_fmt(row['alpha'], '+.2f')} | "
+                + (f"[{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "-")
+                + f" | {_fmt(row['drift_octaves'], '+.2f')} | "
+                + (_fmt(row["regret_rel"], ".2%") if row["regret_rel"] is not None else "-")
+                + f" | {'yes' if row['bracketed_all'] else 'no'} |"
+            )
+        lines.append("")
+        for row in verify:
+            lines.append(f"- **{row['variant']}**: " + "; ".join(row["reasons"]))
+        lines.append("")
+        lines += _comparison(verify, trials, store, axis, mode)
+    table = optimum_table(trials, spec)
+    if table:
+        lines += [
+            "## Optimum per variant and scale point",
+            "",
+            "| variant | " + " | ".join(scale_keys) + " | best | refined | objective | trials | bracketed |",
+            "|---|" + "---|" * len(scale_keys) + "---|---|---|---|---|",
+        ]
+        for row in table:
+            best_text = ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["best"].items()
+            )
+            refined = ", ".join(f"{k}={v:.4g}" for k, v in (row["refined"] or {}).items()) or "-"
+            lines.append(
+                f"| {row['variant']} | "
+                + " | ".join(str(row.get(k)) for k in scale_keys)
+                + f" | {best_text} | {refined} | {_fmt(row['objective'])} | {row['n_trials']} | "
+                + {True: "yes", False: "no", None: "-"}[row["bracketed"]]
+                + " |"
+            )
+        lines.append("")
+    if figures:
+        lines += ["## Figures", ""]
+        for title, path in figures.items():
+            lines += [
+                f"### {title}",
+                "",
+                f"![{title}]({Path(path).name if Path(path).parent == out else path})",
+                "",
+            ]
+    report = out / "report.md"
+    atomic_write_text(report, "\n".join(lines))
+    atomic_write_text(out / "verify.json", json.dumps(verify, indent=1) + "\n")
+    if tracker is not None:
+        tables = {
+            "verify": pd.DataFrame(
+                [{k: v for k, v in r.items() if not isinstance(v, list | dict)} for r in verify]
+            )
+        }
+        if table:
+            tables["optimum"] = pd.DataFrame(
+                [{**r, "best": json.dumps(r["best"]), "refined": json.dumps(r["refined"])} for r in table]
+            )
+        tracker.log_study_summary(tables=tables, images=figures)
+    return report
+
+
+def _comparison(
+    verify: list[dict], trials: pd.DataFrame, store: ResultsStore, axis: str, mode: str
+) -> list[str]:
+    """Best-loss ratio of each variant to the first, per scale, and steps ahead at the largest scale."""
+    variants = list(dict.fromkeys(r["variant"] for r in verify))
+    if len(variants) < 2:
+        return []
+    reference = variants[0]
+    by_variant = {r["variant"]: r for r in verify}
+    ref = by_variant[reference]
+    lines = [
+        f"## Variants against {reference}",
+        "",
+        f"Best loss divided by {reference}'s best loss at each {axis} (below 1: better than {reference}).",
+        "",
+        "| variant | " + " | ".join(f"{axis} {s:g}" for s in ref["scales"]) + f" | steps ahead at {axis} "
+        f"{ref['scales'][-1]:g} |",
+        "|---|" + "---|" * (len(ref["scales"]) + 1),
+    ]
+    best = best_trials(trials, axis, mode)
+    largest = ref["scales"][-1]
+    for variant in variants[1:]:
+        row = by_variant[variant]
+        ratios = []
+        for scale, ref_loss in zip(ref["scales"], ref["best_loss"], strict=True):
+            loss = row["best_loss"][row["scales"].index(scale)] if scale in row["scales"] else None
+            ratios.append(_fmt(loss / ref_loss if loss is not None and ref_loss else None, ".4f"))
+        ahead = "-"
+        cand = best[(best["variant"] == variant) & (best[axis].astype(float) == largest)]
+        base = best[(best["variant"] == reference) & (best[axis].astype(float) == largest)]
+        if not cand.empty and not base.empty:
+            ids = [cand["trial_id"].iloc[0], base["trial_id"].iloc[0]]
+            result = steps_ahead(store.curves(ids), *ids)
+            if result is not None:
+                ahead = (
+                    f"{result['steps_ahead']:+.0f} ({result['ratio']:.2f}x)"
+                    if math.isfinite(result["steps_ahead"])
+                    else f"ahead: {reference} never gets there"
+                )
+        lines.append(f"| {variant} | " + " | ".join(ratios) + f" | {ahead} |")
+    return [*lines, ""]
+
+
+def counted(trials: pd.DataFrame) -> pd.DataFrame:
+    return trials[trials["status"].isin(COUNTED)]

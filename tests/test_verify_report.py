@@ -1,0 +1,128 @@
+"""`sweeper verify`, `best --width` and `report` on a synthetic store whose answer is known."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sweeper.store import ResultsStore
+
+SWEEPER = [sys.executable, "-m", "sweeper.cli"]
+WIDTHS = (64, 128, 256, 512)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    """SP's optimum falls an octave per doubling of width; muP's stays at 2^-7 and ends lower."""
+    root = tmp_path_factory.mktemp("verify") / "results"
+    store = ResultsStore(root, "synthetic")
+    store.dir.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows, curves = [], []
+    for variant, alpha, floor in (("sp", -1.0, 2.0), ("mup", 0.0, 1.95)):
+        for w in WIDTHS:
+            centre = -6.0 + alpha * math.log2(w / 64)
+            for k in np.arange(-13.0, -3.5, 1.0):
+                for seed in (0, 1, 2):
+                    lr = 2.0**k
+                    tid = f"{variant}-{w}-{k}-{seed}"
+                    diverged = k >= -4 and variant == "sp" and w >= 256
+                    loss = floor - 0.05 * math.log2(w / 64) + 0.04 * (k - centre) ** 2 + rng.normal(0, 0.003)
+                    rows.append(
+                        {
+                            "trial_id": tid,
+                            "study": "synthetic",
+                            "variant": variant,
+                            "width": w,
+                            "lr": lr,
+                            "seed": seed,
+                            "status": "diverged" if diverged else "completed",
+                            "objective": None if diverged else loss,
+                            "scale_point": f"width={w}",
+                            "swept": json.dumps({"lr": lr}),
+                        }
+                    )
+                    steps = np.arange(0, 301, 50)
+                    curves.append(
+                        pd.DataFrame(
+                            {
+                                "trial_id": tid,
+                                "step": steps,
+                                "tokens": steps * 1024,
+                                "val_loss": 5.5 - (5.5 - loss) * (1 - np.exp(-steps / 80)),
+                            }
+                        )
+                    )
+    pd.DataFrame(rows).to_parquet(store.trials_path, index=False)
+    store.curves_dir.mkdir()
+    for frame in curves:
+        frame.to_parquet(store.curves_dir / f"{frame['trial_id'].iloc[0]}.parquet", index=False)
+    store.write_spec(
+        {
+            "name": "synthetic",
+            "description": "known answer",
+            "scale_keys": ["width"],
+            "swept_keys": ["lr"],
+            "objective": {"metric": "val_loss", "mode": "min", "use": "final"},
+            "search": {"method": "grid"},
+            "planned": len(rows),
+            "variants": ["sp", "mup"],
+            "spec": {"wandb": {"mode": "disabled"}},
+        }
+    )
+    return root
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*SWEEPER, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_verify_json_gives_the_verdicts(results):
+    proc = run("verify", "--study", "synthetic", "--json", cwd=results.parent)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["variant"]: r for r in json.loads(proc.stdout)}
+    assert rows["sp"]["verdict"] == "shifts" and rows["mup"]["verdict"] == "transfers"
+    assert rows["sp"]["alpha_ci"][0] <= -1.0 <= rows["sp"]["alpha_ci"][1]
+    assert rows["mup"]["alpha_ci"][0] <= 0.0 <= rows["mup"]["alpha_ci"][1]
+    assert rows["sp"]["drift_octaves"] == pytest.approx(-3.0, abs=0.3)
+    assert rows["sp"]["regret_rel"] > 0.05 and rows["mup"]["regret_rel"] < 0.01
+    for key in ("axis", "hparam", "regret_abs", "bracketed_all", "reasons"):
+        assert key in rows["sp"]
+    human = run("verify", "--study", "synthetic", cwd=results.parent)
+    assert "shifts" in human.stdout and "transfers" in human.stdout
+
+
+def test_best_extrapolates_to_a_target_width(results):
+    proc = run("best", "--study", "synthetic", "--width", "4096", "--json", cwd=results.parent)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["variant"]: r for r in json.loads(proc.stdout)}
+    assert math.log2(rows["sp"]["value"]) == pytest.approx(-12.0, abs=0.5)
+    lo, hi = rows["sp"]["interval"]
+    assert lo < rows["sp"]["value"] < hi
+    assert math.log2(rows["mup"]["value"]) == pytest.approx(-6.0, abs=0.5)
+    bad = run("best", "--study", "synthetic", "--depth", "8", cwd=results.parent)
+    assert bad.returncode == 2 and "not a scale axis" in bad.stderr
+
+
+def test_verify_rejects_an_unknown_axis(results):
+    proc = run("verify", "--study", "synthetic", "--axis", "depth", cwd=results.parent)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_report_writes_figures_and_markdown(results, tmp_path):
+    out = tmp_path / "report"
+    proc = run("report", "--study", "synthetic", "--out", str(out), cwd=results.parent)
+    assert proc.returncode == 0, proc.stderr
+    text = (out / "report.md").read_text()
+    assert "**shifts**" in text and "**transfers**" in text and "## Variants against sp" in text
+    for figure in ("loss_vs_lr.png", "optimum_vs_scale.png", "best_curves.png", "best_loss_vs_scale.png"):
+        assert (out / figure).read_bytes()[:4] == b"\x89PNG", figure
+        assert f"({figure})" in text
+    assert json.loads((out / "verify.json").read_text())[0]["variant"] == "sp"
