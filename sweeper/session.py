@@ -211,7 +211,13 @@ def run(
 ) -> int:
     study = load_study(path)
     store = ResultsStore(results_root, study.name)
-    inherited = resolve_inherit(study, results_root)
+    try:
+        inherited = resolve_inherit(study, results_root)
+    except StudyError as err:
+        if not dry:
+            raise
+        print(f"note: {err}; the plan below uses the study's own values", file=sys.stderr)
+        inherited = {}
     if study.search.method == "grid":
         grid = study.grid_trials(inherited)  # validates every config before anything runs
         planned = len(grid)
