@@ -316,6 +316,16 @@ def transfer_fit(
         bracketed_all=bool(bracketed) and all(bracketed),
         notes=notes,
     )
+    for scale in scales:
+        curve = curves[scale]
+        for x in sorted(curve):
+            higher = [k for k in curve if k > x and math.isfinite(curve[k])]
+            if not math.isfinite(curve[x]) and higher:
+                notes.append(
+                    f"at {axis}={scale:g} {hparam}=2^{x:.2f} diverged while the higher 2^{max(higher):.2f} "
+                    "completed: an early loss spike judged as divergence? (diverge_factor, diverge_patience)"
+                )
+                break
     if len(scales) >= 2:
         first, last = optima[0], optima[-1]
         fit.drift_octaves = last["log2_opt"] - first["log2_opt"]
@@ -370,7 +380,7 @@ def verdict(
     fit: TransferFit, tol: float = 0.25, regret_threshold: float = REGRET_THRESHOLD
 ) -> tuple[str, list[str]]:
     """transfers | shifts | inconclusive, with the reasons (analysis.md section 4)."""
-    reasons: list[str] = []
+    reasons: list[str] = list(fit.notes)
     unbracketed = [(s, o["edge"]) for s, o in zip(fit.scales, fit.optima, strict=True) if not o["bracketed"]]
     for scale, edge in unbracketed:
         direction = "upward" if edge == "high" else "downward"

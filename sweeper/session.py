@@ -242,8 +242,8 @@ def run(
     from sweeper.display import StudyDisplay, print_best_table
 
     stored = runner.stored_results(store, study, rerun_failed)
-    if study.search.method == "grid" and all(t.trial_id in stored.losses for t in grid):
-        print(f"{study.name}: all {len(grid)} trials are in {store.dir}; nothing to run", file=sys.stderr)
+    if nothing_to_run(study, runner.stored_results(store, study, rerun_failed), inherited):
+        print(f"{study.name}: every trial the study needs is in {store.dir}; nothing to run", file=sys.stderr)
         table = optimum_table(store.current_trials(), store.spec())
         if table:
             print_best_table(table, study.scale_keys())
@@ -299,6 +299,14 @@ def run(
             file=sys.stderr,
         )
     return 0
+
+
+def nothing_to_run(study: Study, stored: Any, inherited: dict) -> bool:
+    """Whether the search would hand out no trial at all (asked of a throwaway strategy), so that a
+    finished study answers at once instead of starting Ray."""
+    from sweeper.search import FINISHED, make_strategy
+
+    return make_strategy(study, stored, inherited).next() is FINISHED
 
 
 def _corpora(study: Study, inherited: dict) -> set[str]:

@@ -180,3 +180,11 @@ def test_verify_rows_have_the_documented_keys():
         } <= set(row)
         assert isinstance(row["reasons"], list) and len(row["alpha_ci"]) == 2
     assert [r["verdict"] for r in rows] == ["shifts", "transfers"]
+
+
+def test_divergence_below_a_completed_higher_value_is_flagged():
+    rows = bowl(64, -6.0)
+    rows = [r if r[2] != -8 else ("sp", 64, -8, r[3], "diverged", None) for r in rows]
+    fit = transfer_fit(table(rows), "sp", "width", "lr", samples=10)
+    assert any("diverged while the higher" in n for n in fit.notes)
+    assert any("diverged while the higher" in r for r in verdict(fit)[1])
