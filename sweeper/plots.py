@@ -200,8 +200,10 @@ def plot_loss_vs_hparam(
     )
     axes[0][-1].legend(
         fontsize=8,
-        loc="upper right",
-        title="star: optimum (red edge: not bracketed)\nx: diverged",
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0,
+        title="star: optimum\n(red edge: not bracketed)\nx: diverged",
         title_fontsize=7,
     )
     fig.suptitle(f"{spec.get('name', '')}: loss against {hparam}, one curve per {axis}", fontsize=11)
@@ -253,15 +255,20 @@ def plot_optimum_vs_scale(verify: list[dict], path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def plot_best_curves(curves, best_trials, axis: str, path: str | Path) -> Path:
+def plot_best_curves(
+    curves, best_trials, axis: str, path: str | Path, variants: list[str] | None = None
+) -> Path:
     """Validation loss against tokens for the best trial of each variant and scale point."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     plt = _pyplot()
-    variants = list(dict.fromkeys(best_trials["variant"]))
+    variants = variants or list(dict.fromkeys(best_trials["variant"]))
     fig, axes = plt.subplots(1, len(variants), figsize=(4.6 * len(variants), 3.8), squeeze=False, sharey=True)
     cmap = plt.get_cmap("viridis")
     scales = sorted(float(s) for s in best_trials[axis].unique())
     for ax, variant in zip(axes[0], variants, strict=True):
-        for _, trial in best_trials[best_trials["variant"] == variant].iterrows():
+        rows = best_trials[best_trials["variant"] == variant]
+        for _, trial in rows.assign(_scale=rows[axis].astype(float)).sort_values("_scale").iterrows():
             curve = curves[(curves["trial_id"] == trial["trial_id"]) & curves["val_loss"].notna()]
             i = scales.index(float(trial[axis]))
             ax.plot(
@@ -275,7 +282,13 @@ def plot_best_curves(curves, best_trials, axis: str, path: str | Path) -> Path:
         ax.set_xlabel("tokens")
         ax.set_yscale("log")
         ax.grid(alpha=0.3, which="both")
-    axes[0][0].set_ylabel("validation loss")
+    low, high = axes[0][0].get_ylim()
+    ticks = [t for t in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 12, 16, 20, 30) if low <= t <= high]
+    for ax in axes[0]:
+        ax.set_yticks(ticks)
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    axes[0][0].set_ylabel("validation loss (log scale)")
     axes[0][-1].legend(fontsize=8)
     fig.suptitle("Training curves of the best trial per scale point", fontsize=11)
     fig.tight_layout()

@@ -82,7 +82,9 @@ def build_report(store: ResultsStore, out: Path, axis: str | None = None, tracke
         best = best_trials(trials, axis, mode)
         if not best.empty:
             curves = store.curves(best["trial_id"])
-            figures["training curves"] = plot_best_curves(curves, best, axis, out / "best_curves.png")
+            figures["training curves"] = plot_best_curves(
+                curves, best, axis, out / "best_curves.png", variants=list(dict.fromkeys(trials["variant"]))
+            )
     coord = store.dir / "coord_check.png"
     if coord.exists():
         figures["coordinate check"] = coord
