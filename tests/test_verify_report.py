@@ -126,3 +126,22 @@ def test_report_writes_figures_and_markdown(results, tmp_path):
         assert (out / figure).read_bytes()[:4] == b"\x89PNG", figure
         assert f"({figure})" in text
     assert json.loads((out / "verify.json").read_text())[0]["variant"] == "sp"
+
+
+def test_report_logs_its_tables_and_figures_to_wandb_when_the_study_uses_it(results, tmp_path):
+    import shutil
+
+    from wandb_reader import read_run
+
+    copy = tmp_path / "results"
+    shutil.copytree(results / "synthetic", copy / "synthetic")
+    spec_path = copy / "synthetic" / "study.json"
+    spec = json.loads(spec_path.read_text())
+    spec["spec"]["wandb"] = {"mode": "offline", "project": "sweeper-test"}
+    spec_path.write_text(json.dumps(spec))
+    proc = run("report", "--study", "synthetic", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (run_dir,) = (copy / "synthetic" / "wandb").glob("offline-run-*")
+    recorded = read_run(run_dir)
+    assert recorded["run"].run_group == "synthetic" and recorded["run"].job_type == "study"
+    assert list((run_dir / "files" / "media").rglob("*.png"))
