@@ -122,7 +122,12 @@ def optimum_table(trials: pd.DataFrame, spec: dict[str, Any]) -> list[dict[str, 
             refined=found["refined"],
         )
         table.append(row)
-    return table
+    order = {v: i for i, v in enumerate(dict.fromkeys(trials["variant"]))}
+    return sorted(table, key=lambda r: (order[r["variant"]], [_sortable(r.get(k)) for k in scale_keys]))
+
+
+def _sortable(value: Any) -> tuple:
+    return (0, value, "") if isinstance(value, int | float) else (1, 0, str(value))
 
 
 # --- optimum versus scale (analysis.md sections 2-4) --------------------------------------------------------

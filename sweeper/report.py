@@ -55,6 +55,12 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
     return format(value, spec)
 
 
+def _objective_text(spec: dict) -> str:
+    objective = spec.get("objective", {})
+    mode = "lower is better" if objective.get("mode", "min") == "min" else "higher is better"
+    return f"{objective.get('use', 'final')} {objective.get('metric', 'val_loss')} ({mode})"
+
+
 def build_report(store: ResultsStore, out: Path, axis: str | None = None, tracker: Any = None) -> Path:
     from sweeper.plots import (
         plot_best_curves,
@@ -95,7 +101,7 @@ def build_report(store: ResultsStore, out: Path, axis: str | None = None, tracke
     counts = trials["status"].value_counts().to_dict() if not trials.empty else {}
     lines += [
         f"{len(trials)} trials: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + ".",
-        f"Objective: {spec.get('objective', {})}. Search: {spec.get('search', {}).get('method', 'grid')}.",
+        f"Objective: {_objective_text(spec)}. Search: {spec.get('search', {}).get('method', 'grid')}.",
         "",
     ]
     if verify:
