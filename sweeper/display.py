@@ -98,19 +98,7 @@ def print_params_table(cfg: Any, rows: list[dict[str, Any]], notes: list[str]) -
     title = f"{cfg.parameterization}" + (f" (alignment {cfg.alignment})" if cfg.alignment else "")
     title += f"  width {cfg.width} (base {cfg.effective_base_width})  depth {cfg.depth}  lr {cfg.lr:g}"
     table = Table(title=title, caption="  ".join(notes) if notes else None)
-    for column in (
-        "name",
-        "role",
-        "shape",
-        "fan_in",
-        "fan_out",
-        "width_mult",
-        "init_std",
-        "multiplier",
-        "lr",
-        "weight_decay",
-        "tied",
-    ):
+    for column in rows[0] if rows else ():  # the table keys, in their order (ParamPlan.TABLE_KEYS)
         table.add_column(column, justify="left" if column in ("name", "role", "shape") else "right")
     for row in rows:
         table.add_row(
