@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from sweeper.analysis import COUNTED, optimum_table, verify_rows
+from sweeper.analysis import optimum_table, verify_rows
 from sweeper.store import ResultsStore, atomic_write_text
 
 
@@ -213,7 +213,3 @@ def _comparison(
                 )
         lines.append(f"| {variant} | " + " | ".join(ratios) + f" | {ahead} |")
     return [*lines, ""]
-
-
-def counted(trials: pd.DataFrame) -> pd.DataFrame:
-    return trials[trials["status"].isin(COUNTED)]

@@ -434,7 +434,12 @@ def run_study(
     recorder_box["r"] = recorder
     scheduler = None
     if study.early_stop is not None:
-        steps = max(s.config.total_steps for s in _sample_specs(study, inherited))
+        probe = study.probe_params()
+        steps = max(
+            study.trial_config(v, p, probe, study.seeds[0], (inherited or {}).get(v)).total_steps
+            for v in study.variants
+            for p in study.scale_points()
+        )
         scheduler = GroupedASHA(study.early_stop.grace_steps, steps, study.early_stop.reduction_factor)
     resources = {"cpu": study.resources.cpu, "gpu": study.resources.gpu}
     tuner = tune.Tuner(
@@ -466,27 +471,6 @@ def run_study(
         strategy=strategy,
         best=recorder.best,
     )
-
-
-def _sample_specs(study: Study, inherited: dict[str, dict] | None) -> list[TrialSpec]:
-    """One config per variant and scale point (first value of each swept key), for plan-wide limits."""
-    from sweeper.search import _spec
-
-    specs = []
-    for variant in study.variants:
-        for point in study.scale_points():
-            params = {
-                k: (
-                    spec.grid()[0]
-                    if spec.log2_grid or spec.values or spec.choice
-                    else spec.loguniform[0]
-                    if spec.loguniform
-                    else spec.uniform[0]
-                )
-                for k, spec in study.sweep.items()
-            }
-            specs.append(_spec(study, variant, point, params, study.seeds[0], (inherited or {}).get(variant)))
-    return specs
 
 
 def stored_results(store: ResultsStore, study: Study, rerun_failed: bool) -> Stored:

@@ -163,7 +163,7 @@ def preflight(study: Study, store: ResultsStore, inherited: dict, force: bool) -
     widths = sorted({p["width"] for p in study.scale_points() if "width" in p})
     if len(widths) < 2:
         raise StudyError(f"{study.source}: preflight: coord_check needs a width axis with two or more values")
-    probe = {key: study._probe(key, spec) for key, spec in study.sweep.items()}
+    probe = study.probe_params()
     checked, failures = [], []
     for variant in study.variants:
         config = study.trial_config(

@@ -418,13 +418,17 @@ class Study(_Spec):
             where = self._where(_blame(err, layers))
             raise StudyError(format_validation_error(err, f"{where}: {context}")) from None
 
+    def probe_params(self) -> dict[str, Any]:
+        """One representative value per swept key: the first grid value, or the middle of a range."""
+        return {key: self._probe(key, spec) for key, spec in self.sweep.items()}
+
     def validate_configs(self, inherited_by_variant: dict[str, dict] | None = None) -> None:
         """Check every variant x scale point x seed before anything runs.
 
         Swept keys take their first grid value (or the midpoint of a range); each further grid value is
         also checked once per variant and scale point, one key at a time.
         """
-        probe = {key: self._probe(key, spec) for key, spec in self.sweep.items()}
+        probe = self.probe_params()
         for variant in self.variants:
             inherited = (inherited_by_variant or {}).get(variant)
             for point in self.scale_points():
