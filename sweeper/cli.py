@@ -244,7 +244,9 @@ def status(
 ) -> None:
     """Trial counts by status, and how many the study plans.
 
-    --json: {"study", "planned", "completed", "diverged", "stopped", "failed", "total"}.
+    --json: {"study", "planned", "completed", "diverged", "stopped", "failed", "total",
+    "current_definition", "older_definitions"}. Trials of an older definition of their variant (say,
+    before `trainer.steps` changed) stay in the store, but no analysis uses them.
     """
     from sweeper.store import STATUSES
 
@@ -254,6 +256,9 @@ def status(
     counts = {"study": study, "planned": store.spec().get("planned")}
     counts.update({s: statuses.count(s) for s in STATUSES})
     counts["total"] = len(statuses)
+    definitions = store.definition_counts()
+    counts["current_definition"] = definitions["current"]
+    counts["older_definitions"] = definitions["older"]
     if json_out:
         sys.stdout.write(json.dumps(counts) + "\n")
         return

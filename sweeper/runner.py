@@ -26,7 +26,7 @@ from ray.tune.search import Searcher
 
 from sweeper.search import FINISHED, WAIT, Stored, as_loss, group_key, make_strategy
 from sweeper.store import DONE_STATUSES, ResultsStore, trial_row
-from sweeper.study import Study, TrialSpec
+from sweeper.study import Study, TrialSpec, definition_fingerprint
 
 METRIC = "loss"  # what Tune sees: the objective oriented for minimisation, +inf when missing
 
@@ -176,8 +176,10 @@ class Recorder(tune.Callback):
         searcher: StudySearcher,
         tracker: Any,
         on_change: Callable[[], None],
+        fingerprints: dict[str, str] | None = None,
     ) -> None:
         self.study, self.store, self.searcher, self.tracker = study, store, searcher, tracker
+        self.fingerprints = fingerprints or {}
         self.on_change = on_change
         self.curves: dict[str, list[dict]] = {}
         self.started: dict[str, float] = {}
@@ -266,6 +268,8 @@ class Recorder(tune.Callback):
             error=error,
             started_at=self.started.pop(trial.trial_id, None),
             finished_at=time.time(),
+            fingerprint=self.fingerprints.get(spec.variant)
+            or definition_fingerprint(spec.config, self.study.varied_keys()),
         )
         self.store.record(row, curve)
         self._record_params(spec)
@@ -429,7 +433,12 @@ def run_study(
     )
     recorder_box: dict[str, Recorder] = {}
     recorder = Recorder(
-        study, store, searcher, tracker, lambda: on_change and on_change(recorder_box.get("r"))
+        study,
+        store,
+        searcher,
+        tracker,
+        lambda: on_change and on_change(recorder_box.get("r")),
+        fingerprints or study.variant_fingerprints(inherited),
     )
     recorder_box["r"] = recorder
     scheduler = None

@@ -58,7 +58,7 @@ class OptunaStrategy:
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study, self.stored, self.inherited = study, stored, inherited or {}
-        self.known = stored.losses
+        self.known = dict(stored.losses)  # a copy: what this session learns is not "stored"
         self.distributions = {key: _distribution(spec) for key, spec in study.sweep.items()}
         self.groups: list[_OptunaGroup] = []
         for index, (variant, point) in enumerate(
@@ -338,7 +338,7 @@ class AdaptiveStrategy:
         scale_value: Callable[[dict], float] | None = None,
     ) -> None:
         self.study, self.inherited = study, inherited or {}
-        self.known = stored.losses
+        self.known = dict(stored.losses)  # a copy: what this session learns is not "stored"
         ((self.key, spec),) = study.sweep.items()
         self.lo, self.hi = spec.log2_grid
         self.points = study.scale_points()

@@ -15,19 +15,6 @@ from sweeper.study import Study, StudyError, load_study
 INTERRUPTED = 130
 
 
-def variant_fingerprints(study: Study, inherited: dict[str, dict]) -> dict[str, str]:
-    """Per variant, a hash of what defines it apart from scale, swept values and seed (trainer keys,
-    inherited values, its patch). Analyses use the trials of the current definition only, so results of an
-    earlier `trainer` (say 300 steps instead of 600) are never averaged in as extra seeds."""
-    import hashlib
-
-    prints = {}
-    for variant, patch in study.variants.items():
-        payload = json.dumps([study.trainer, inherited.get(variant, {}), patch], sort_keys=True, default=str)
-        prints[variant] = hashlib.sha256(payload.encode()).hexdigest()[:12]
-    return prints
-
-
 def study_spec_record(
     study: Study, planned: int | None, fingerprints: dict[str, str] | None = None
 ) -> dict[str, Any]:
@@ -235,7 +222,7 @@ def run(
     for corpus in _corpora(study, inherited):
         load_corpus(corpus)  # build the corpus cache once, before parallel trials race for it
     store.dir.mkdir(parents=True, exist_ok=True)
-    fingerprints = variant_fingerprints(study, inherited)
+    fingerprints = study.variant_fingerprints(inherited)
     store.write_spec(study_spec_record(study, planned, fingerprints))
 
     from sweeper import runner
@@ -261,6 +248,7 @@ def run(
                 max_concurrent=max_concurrent,
                 tracker=tracker,
                 inherited=inherited,
+                fingerprints=fingerprints,
                 on_change=lambda rec: rec is not None and display.update(rec),
             )
     except KeyboardInterrupt:

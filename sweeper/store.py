@@ -110,14 +110,43 @@ class ResultsStore:
         return pd.DataFrame(rows)
 
     def current_trials(self):
-        """The trials of each variant's current definition (see session.variant_fingerprints); rows of an
-        earlier definition stay in the store but are left out of analyses."""
+        """The trials of each variant's current definition (`study.definition_fingerprint`, listed per
+        variant in study.json); rows of an earlier definition stay in the store but are left out of
+        analyses. Rows stored without a fingerprint get theirs from their config on reading."""
         trials = self.trials()
         prints = self.spec().get("fingerprints") or {}
-        if trials.empty or not prints or "fingerprint" not in trials.columns:
+        if trials.empty or not prints or "variant" not in trials.columns:
             return trials
-        current = trials["variant"].map(prints)
-        return trials[trials["fingerprint"].isna() | (trials["fingerprint"] == current)]
+        return trials[self._row_fingerprints(trials) == trials["variant"].map(prints)]
+
+    def definition_counts(self) -> dict[str, int]:
+        """How many stored trials belong to each variant's current definition and how many to older ones."""
+        trials = self.trials()
+        prints = self.spec().get("fingerprints") or {}
+        if trials.empty or "variant" not in trials.columns:
+            return {"current": 0, "older": 0}
+        if not prints:
+            return {"current": len(trials), "older": 0}
+        current = int((self._row_fingerprints(trials) == trials["variant"].map(prints)).sum())
+        return {"current": current, "older": len(trials) - current}
+
+    def _row_fingerprints(self, trials):
+        """Each row's definition fingerprint: as stored, or computed from its config for older rows."""
+        stored = trials["fingerprint"] if "fingerprint" in trials.columns else None
+        missing = trials.index if stored is None else trials.index[stored.isna()]
+        if len(missing) == 0:
+            return stored
+        from sweeper.study import definition_fingerprint
+
+        spec = self.spec()
+        varied = [*spec.get("scale_keys", []), *spec.get("swept_keys", [])]
+        prints = stored.copy() if stored is not None else trials["trial_id"].map(lambda _: None)
+        for index in missing:
+            try:
+                prints.at[index] = definition_fingerprint(json.loads(trials.at[index, "config"]), varied)
+            except (ValueError, TypeError, KeyError):
+                prints.at[index] = None  # an unreadable config is no current definition
+        return prints
 
     def statuses(self) -> dict[str, str]:
         return {tid: row["status"] for tid, row in self._load_rows().items()}
@@ -229,6 +258,7 @@ def trial_row(
         "divergence_reason": summary.get("divergence_reason"),
         "n_params": summary.get("n_params"),
         "device_used": summary.get("device"),
+        "dtype_used": summary.get("dtype"),
         "error": error,
         "scale_point": point_label(scale),
         "fingerprint": fingerprint,

@@ -259,6 +259,27 @@ def trial_id(config: TrainConfig) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+# Keys that say how a trial runs, not which model it trains: they never split a definition.
+EXECUTION_KEYS = frozenset({"seed", "threads"})
+
+
+def definition_fingerprint(config: TrainConfig | dict[str, Any], varied_keys: list[str] | set[str]) -> str:
+    """12 hex chars naming what a trial's variant *is*: its resolved config without the keys the study
+    varies (scale and swept keys) and without execution keys (seed, threads).
+
+    Every trial of one variant definition shares it; change `trainer.steps`, an inherited value or a
+    variant's patch and the new trials get another one, so analyses never average the two. Hashed like
+    `trial_id` (non-default keys only), so adding config keys with defaults keeps stored fingerprints.
+    It is computed from a config alone, so rows stored before fingerprints existed get one on reading.
+    """
+    if isinstance(config, dict):
+        config = TrainConfig.model_validate(config)
+    values = config.model_dump(mode="json", exclude_defaults=True)
+    kept = {k: v for k, v in values.items() if k not in EXECUTION_KEYS and k not in set(varied_keys)}
+    canonical = json.dumps(kept, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
 class Study(_Spec):
     name: str
     description: str = ""
@@ -417,6 +438,23 @@ class Study(_Spec):
             )
             where = self._where(_blame(err, layers))
             raise StudyError(format_validation_error(err, f"{where}: {context}")) from None
+
+    def varied_keys(self) -> list[str]:
+        """The config keys the study varies between trials of one variant: scale and swept keys."""
+        return [*self.scale_keys(), *self.swept_keys()]
+
+    def variant_fingerprints(self, inherited_by_variant: dict[str, dict] | None = None) -> dict[str, str]:
+        """Per variant, the `definition_fingerprint` its trials get now."""
+        probe, point = self.probe_params(), self.scale_points()[0]
+        return {
+            variant: definition_fingerprint(
+                self.trial_config(
+                    variant, point, probe, self.seeds[0], (inherited_by_variant or {}).get(variant)
+                ),
+                self.varied_keys(),
+            )
+            for variant in self.variants
+        }
 
     def probe_params(self) -> dict[str, Any]:
         """One representative value per swept key: the first grid value, or the middle of a range."""

@@ -276,7 +276,7 @@ def test_everett_mup_can_tie_embeddings():
         ({"depth_scaling": "completep"}, "set base_depth"),
         ({"depth_alpha": 0.7}, "depth_alpha needs depth_scaling"),
         ({"readout_scaling": "inv_sqrt_width"}, "applies to parameterization mup only"),
-        ({"optimizer": "sgd", "alignment": "none", "base_width": 64}, "no SGD exponents"),
+        ({"optimizer": "sgd", "alignment": "none", "base_width": 64}, "with optimizer sgd is not implemented"),
         ({"optimizer": "sgd", "eps_mode": "scaled"}, "SGD has no eps"),
         ({"parameterization": "everett"}, "'sp', 'mup', 'ntk' or 'mfp'"),
     ],

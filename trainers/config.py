@@ -56,6 +56,12 @@ class TrainConfig(BaseModel):
         "none", description="residual branches x (depth/base_depth)^-alpha: depth_mup alpha 1/2, completep 1"
     )
     depth_alpha: float | None = Field(None, ge=0.5, le=1, description="override the depth scaling's alpha")
+    residual_init: Literal["gpt2", "base_depth", "none"] = Field(
+        "gpt2",
+        description="GPT-2's 1/sqrt(2 depth) init factor of the residual projections: gpt2 (at the model's "
+        "depth; frozen at base_depth under a depth_scaling), base_depth (frozen at base_depth always), none "
+        "(no factor: CompleteP's reference code, and muP as CompleteP's Table 1 has it)",
+    )
     gamma_embed: float = Field(1.0, gt=0, description="per-layer LR constant of the embeddings")
     gamma_hidden: float = Field(1.0, gt=0, description="per-layer LR constant of the hidden matrices")
     gamma_readout: float = Field(1.0, gt=0, description="per-layer LR constant of the readout")
@@ -72,7 +78,8 @@ class TrainConfig(BaseModel):
     weight_decay_mode: Literal["coupled", "coupled_scaled", "independent"] = Field(
         "coupled_scaled",
         description="coupled: AdamW's lr*wd as given; coupled_scaled: wd x m where the LR is / m, so lr*wd "
-        "is width-free (mup package); independent: per-step decay wd x schedule, free of the LR",
+        "is width-free (mup package; CompleteP's lambda x m_N, no depth term); independent: per-step "
+        "decay wd x schedule, free of the LR",
     )
     eps_mode: Literal["constant", "scaled", "atan2"] = Field(
         "constant",
@@ -122,7 +129,11 @@ class TrainConfig(BaseModel):
     eval_batches: int = Field(8, ge=1)
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: Literal["fp32", "bf16"] = "fp32"
+    dtype: Literal["fp32", "bf16", "auto"] = Field(
+        "fp32",
+        description="fp32, bf16 autocast, or auto: bf16 where it is fast (CUDA with bf16; a CPU whose bf16 "
+        "matmul measures faster than fp32), else fp32",
+    )
     compile: bool = False
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = leave as the process has it")
     diverge_factor: float = Field(
@@ -160,13 +171,16 @@ class TrainConfig(BaseModel):
             raise ValueError(f"{what} is width-relative: set base_width")
         if self.depth_scaling != "none" and self.base_depth is None:
             raise ValueError(f"depth_scaling {self.depth_scaling!r} is depth-relative: set base_depth")
+        if self.residual_init == "base_depth" and self.base_depth is None:
+            raise ValueError("residual_init 'base_depth' freezes the init at the base depth: set base_depth")
         if self.depth_alpha is not None and self.depth_scaling == "none":
             raise ValueError("depth_alpha needs depth_scaling depth_mup or completep")
         if self.readout_scaling != "table" and self.parameterization != "mup":
             raise ValueError(f"readout_scaling {self.readout_scaling!r} applies to parameterization mup only")
         if self.optimizer == "sgd" and self.alignment == "none":
             raise ValueError(
-                "alignment 'none' has no SGD exponents (Everett et al. give them for Adam); use full"
+                "alignment 'none' with optimizer sgd is not implemented (only Adam's no-alignment "
+                "exponents are); use alignment full"
             )
         if self.optimizer == "sgd" and self.eps_mode != "constant":
             raise ValueError(f"eps_mode {self.eps_mode!r} is for adamw; SGD has no eps")

@@ -78,8 +78,8 @@ EVERETT_AB: dict[str, dict[Role, tuple[float, float]]] = {
     "mup": {"embedding": (-0.5, 0.5), "hidden": (0, 0.5), "readout": (0.5, 0.5)},
     "mfp": {"embedding": (0, 0),     "hidden": (0.5, 0), "readout": (1, 0)},
 }
-# LR exponents c for (embedding, hidden, readout): parameterizations.md 2.3. Everett et al. give SGD for
-# full alignment only.
+# LR exponents c for (embedding, hidden, readout), Everett et al. 2024. SGD is implemented for full
+# alignment only.
 EVERETT_C: dict[tuple[str, str, str], tuple[float, float, float]] = {
     ("sp",  "adamw", "full"): (0,   1,   1),    ("sp",  "adamw", "none"): (0,   0.5, 0.5),
     ("ntk", "adamw", "full"): (0,   0.5, 0.5),  ("ntk", "adamw", "none"): (0,   0,   0),
@@ -214,12 +214,22 @@ def _base_std(cfg: TrainConfig, base_fan_in: int, residual_out: bool) -> float:
     if cfg.init == "fan_in":
         return cfg.init_mult / math.sqrt(base_fan_in)
     std = cfg.init_std
-    if residual_out:
-        # GPT-2 shrinks residual projections with depth. Under a depth scaling the branch multiplier does
-        # that job, so the factor is frozen at the base depth (CompleteP drops it).
-        depth = cfg.depth if cfg.depth_scaling == "none" else cfg.effective_base_depth
-        std /= math.sqrt(2 * depth)
+    if residual_out and cfg.residual_init != "none":
+        std /= math.sqrt(2 * residual_init_depth(cfg))
     return std * cfg.init_mult
+
+
+def residual_init_depth(cfg: TrainConfig) -> int:
+    """The depth in GPT-2's 1/sqrt(2 depth) init of the residual projections (`residual_init`).
+
+    `gpt2` uses the model's depth, except under a depth scaling, whose branch multiplier takes over the
+    job: there it is frozen at the base depth. A no-depth-rule baseline with `gpt2` therefore carries
+    depth-muP's effective init (0.02/sqrt(2L) x 1 equals 0.02/sqrt(2 L_base) x (L/L_base)^-1/2); compare
+    depth rules with `base_depth` or `none` on every variant, so that only the rule differs.
+    """
+    if cfg.residual_init == "base_depth" or cfg.depth_scaling != "none":
+        return cfg.effective_base_depth
+    return cfg.depth
 
 
 def plan_parameters(
@@ -293,7 +303,8 @@ def _plan_one(
     gamma = {"embedding": cfg.gamma_embed, "hidden": cfg.gamma_hidden, "readout": cfg.gamma_readout}.get(
         role, 1.0
     )
-    lr_scale = m**-rule.lr * m_depth ** depth_rule["lr"](alpha)
+    width_lr_scale = m**-rule.lr
+    lr_scale = width_lr_scale * m_depth ** depth_rule["lr"](alpha)
     lr = cfg.lr * gamma * lr_scale
 
     if role == "vector" or cfg.weight_decay == 0:
@@ -301,7 +312,8 @@ def _plan_one(
     elif cfg.weight_decay_mode == "coupled":
         wd = cfg.weight_decay
     elif cfg.weight_decay_mode == "coupled_scaled":
-        wd = cfg.weight_decay / lr_scale  # lr * wd stays free of width and depth
+        # lambda x m_N (mup package, CompleteP Table 1): lr * wd is width-free; no depth term.
+        wd = cfg.weight_decay / width_lr_scale
     else:  # independent: lr_t * wd_eff = wd * schedule(t), whatever the LR
         wd = cfg.weight_decay / lr
 

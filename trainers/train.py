@@ -15,6 +15,7 @@ from trainers.config import TrainConfig
 from trainers.data import Batches, load_corpus
 from trainers.optim import apply_lr, build_optimizer, clip_gradients, lr_factor
 from trainers.parameterization import build
+from trainers.precision import resolve_dtype
 
 Report = dict[str, Any]
 Reporter = Callable[[Report], None]
@@ -34,6 +35,7 @@ class TrainResult:
     diverged_at: int | None = None
     divergence_reason: str | None = None
     device: str = "cpu"
+    dtype: str = "fp32"  # the precision that ran (dtype: auto resolved)
     n_params: int = 0
     flops_per_token: int = 0
     history: list[Report] = field(default_factory=list)
@@ -90,9 +92,10 @@ def train(config: TrainConfig | dict[str, Any], report: Reporter | None = None) 
     model.to(device)
     optimizer = build_optimizer(model, plans, cfg)
     forward = torch.compile(model) if cfg.compile else model
+    dtype = resolve_dtype(cfg.dtype, device)
     autocast = (
         torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        if cfg.dtype == "bf16"
+        if dtype == "bf16"
         else contextlib.nullcontext()
     )
     val_batches = batches.val_batches(cfg.eval_batches)
@@ -113,6 +116,7 @@ def train(config: TrainConfig | dict[str, Any], report: Reporter | None = None) 
         wall_s=0.0,
         tokens_per_s=0.0,
         device=str(device),
+        dtype=dtype,
         n_params=sum(p.numel() for p in params),
         flops_per_token=model.flops_per_token(),
     )
