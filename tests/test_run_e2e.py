@@ -112,6 +112,7 @@ wandb: {mode: disabled}
     path = write_study(tmp_path, "opt", body)
     proc = sweeper("run", str(path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "6 trials" in proc.stderr and "0 already in the store" in proc.stderr
     table = trials(tmp_path, "opt")
     assert len(table) == 6 and table["trial_id"].is_unique
     assert table.groupby("width").size().to_dict() == {32: 3, 64: 3}
@@ -119,8 +120,55 @@ wandb: {mode: disabled}
     path.write_text(path.read_text().replace("num_samples: 3", "num_samples: 4"))
     more = sweeper("run", str(path), cwd=tmp_path)
     assert more.returncode == 0, more.stderr[-2000:]
+    assert "ran 2 trials" in more.stderr and "6 already in the store" in more.stderr
     grown = trials(tmp_path, "opt")
     assert len(grown) == 8 and grown["trial_id"].is_unique
+
+
+def test_changing_the_trainer_starts_a_new_definition_that_analyses_keep_apart(tmp_path):
+    body = """variants:
+  sp: {parameterization: sp}
+  mup: {parameterization: mup, base_width: 32}
+scale: {width: [32, 64]}
+sweep: {lr: {log2_grid: [-10, -6, 2]}}
+wandb: {mode: disabled}
+"""
+    path = write_study(tmp_path, "defs", body, steps=10)
+    assert sweeper("run", str(path), cwd=tmp_path).returncode == 0
+    old = trials(tmp_path, "defs")
+    assert len(old) == 12 and old["fingerprint"].notna().all()
+    assert old.groupby("variant")["fingerprint"].nunique().to_dict() == {"mup": 1, "sp": 1}
+
+    path.write_text(path.read_text().replace("steps: 10", "steps: 14"))
+    proc = sweeper("run", str(path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ran 12 trials" in proc.stderr
+    table = trials(tmp_path, "defs")
+    new = table[~table["trial_id"].isin(old["trial_id"])]
+    assert len(table) == 24 and len(new) == 12 and (new["steps_done"] == 14).all()
+    assert set(new["fingerprint"]).isdisjoint(set(old["fingerprint"]))
+
+    best = json.loads(sweeper("best", "--study", "defs", "--json", cwd=tmp_path).stdout)
+    assert len(best) == 4 and {row["n_trials"] for row in best} == {3}  # 3 LRs x 1 seed, new trials only
+    for row in best:
+        cell = new[(new["variant"] == row["variant"]) & (new["width"] == row["width"])]
+        assert row["objective"] == pytest.approx(cell["objective"].min())
+    verify = sweeper("verify", "--study", "defs", "--json", cwd=tmp_path)
+    assert verify.returncode == 0, verify.stderr[-2000:]
+    rows = [json.loads(line) for line in verify.stdout.strip().splitlines()]
+    assert {row["variant"] for row in rows} == {"sp", "mup"}
+    for row in rows:
+        new_losses = set(new.loc[new["variant"] == row["variant"], "objective"])
+        assert row["best_loss"] and all(loss in new_losses for loss in row["best_loss"])
+    status = json.loads(sweeper("status", "--study", "defs", "--json", cwd=tmp_path).stdout)
+    assert status["total"] == 24 and status["current_definition"] == 12 and status["older_definitions"] == 12
+
+    # Rows written before fingerprints existed get theirs from their config on reading.
+    legacy = table.copy()
+    legacy["fingerprint"] = None
+    legacy.to_parquet(tmp_path / "results" / "defs" / "trials.parquet", index=False)
+    status = json.loads(sweeper("status", "--study", "defs", "--json", cwd=tmp_path).stdout)
+    assert status["current_definition"] == 12 and status["older_definitions"] == 12
 
 
 def test_asha_stops_poor_trials_within_a_scale_point(tmp_path):

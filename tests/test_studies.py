@@ -99,3 +99,63 @@ def test_a_shrunken_copy_of_every_cpu_study_runs_end_to_end(tmp_path):
             timeout=120,
         )
         assert verify.returncode in (0, 2), verify.stderr
+
+
+# Keys that change the architecture itself: variants that differ in one of them are different models by
+# design (an ablation rung), and are compared only with the variants that share their architecture.
+ARCHITECTURE_KEYS = ("norm", "norm_gain", "bias", "tie_embeddings", "mlp_ratio", "head_dim", "n_heads")
+
+
+def _base_point_losses(study, base: dict) -> dict[str, tuple]:
+    """Per variant: (architecture, losses of a few real training steps at the base point)."""
+    from trainers.train import train
+
+    point = {**study.scale_points()[0], **base}
+    out = {}
+    for variant in study.variants:
+        config = study.trial_config(variant, point, study.probe_params(), study.seeds[0])
+        small = config.with_updates(
+            steps=3, seq_len=16, batch_size=2, eval_interval=3, eval_batches=1, dtype="fp32",
+            compile=False, device="cpu", threads=1, warmup=None, warmup_tokens=None, warmup_frac=None,
+            tokens=None,
+        )  # fmt: skip
+        result = train(small)
+        architecture = tuple(getattr(config, key) for key in ARCHITECTURE_KEYS)
+        out[variant] = (architecture, [p["train_loss"] for p in result.history[1:]], result.final_val_loss)
+    return out
+
+
+def _base_of(study) -> dict | None:
+    """The base scale point shared by the variants: base width and/or base depth, where the study scales it."""
+    configs = [study.trial_config(v, study.scale_points()[0], study.probe_params(), 0) for v in study.variants]
+    base = {}
+    for axis, attribute in (("width", "base_width"), ("depth", "base_depth")):
+        if axis in study.scale:
+            values = {getattr(c, attribute) for c in configs} - {None}
+            assert len(values) <= 1, f"variants disagree on {attribute}: {values}"
+            if values:
+                base[axis] = values.pop()
+    return base or None
+
+
+COMPARATIVE = [p for p in ALL if len(load_study(p).variants) > 1 and _base_of(load_study(p)) is not None]
+
+
+@pytest.mark.parametrize("path", COMPARATIVE, ids=lambda p: str(p.relative_to(STUDIES)))
+def test_compared_variants_are_the_same_model_at_the_base_scale(path):
+    """A fair comparison across scale: at the base width (or depth) every variant trains identically, so
+    any gap elsewhere is the parameterization's, not a difference in multipliers, init or LR constants."""
+    study = load_study(path)
+    if study.inherit is not None:
+        pytest.skip("inherits its base values from another study (checked where that study's results exist)")
+    losses = _base_point_losses(study, _base_of(study))
+    by_architecture: dict[tuple, list[str]] = {}
+    for variant, (architecture, _, _) in losses.items():
+        by_architecture.setdefault(architecture, []).append(variant)
+    for variants in by_architecture.values():
+        first = losses[variants[0]]
+        for other in variants[1:]:
+            assert losses[other][1:] == first[1:], (
+                f"{path.name}: {other} and {variants[0]} differ at the base scale {_base_of(study)}"
+            )
+    assert COMPARATIVE, "no comparative study found"

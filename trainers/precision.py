@@ -4,7 +4,7 @@ CUDA: bf16 where the GPU supports it. CPU: bf16 only if a bf16 matmul (forward a
 autocast, at a transformer-MLP shape) measured on this machine beats fp32 by `FAST_ENOUGH`. On CPUs
 without native bf16 (AVX2 only: most laptops and many servers) autocast emulates it, 10-20x slower than
 fp32; on CPUs with AVX512-BF16 or AMX it is faster. The measurement is cached per CPU, capability,
-torch version and thread count (in `$SWEEPER_CACHE_DIR`, default `~/.cache/sweeper`), so it runs once.
+torch version and thread count (in `$SWEEPER_CACHE`, default `~/.cache/sweeper`), so it runs once.
 
 The resolved precision is what a run reports (`TrainResult.dtype`, the store's `dtype_used`). The trial
 id hashes the config as written (`auto`), so a study resumed on the same machine never reruns finished
@@ -92,7 +92,7 @@ def cpu_name() -> str:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("SWEEPER_CACHE_DIR") or Path.home() / ".cache" / "sweeper")
+    return Path(os.environ.get("SWEEPER_CACHE") or Path.home() / ".cache" / "sweeper")
 
 
 def cpu_bf16_probe() -> CpuBf16Probe:
