@@ -192,6 +192,51 @@ def test_without_depth_scaling_gpt2_init_shrinks_with_depth():
     assert ratio == pytest.approx(0.5)
 
 
+@pytest.mark.parametrize(
+    ("residual_init", "expected_std"),
+    [("gpt2", 0.02 / math.sqrt(16)), ("base_depth", 0.02 / math.sqrt(4)), ("none", 0.02)],
+)
+def test_residual_init_sets_the_depth_of_gpt2s_factor(residual_init, expected_std):
+    _, model, plans = make(width=256, depth=8, base_depth=2, init="const", residual_init=residual_init)
+    table = {p.name: p for p in plans}
+    for name in ("blocks.7.mlp.down.weight", "blocks.0.attn.out.weight"):
+        assert table[name].init_std == pytest.approx(expected_std)
+        drawn = dict(model.named_parameters())[name]
+        assert drawn.std().item() == pytest.approx(expected_std, rel=0.05)
+    assert table["blocks.0.mlp.up.weight"].init_std == pytest.approx(0.02)  # not a residual projection
+
+
+def test_residual_init_none_makes_the_no_depth_rule_baseline_the_base_model_of_every_depth_rule():
+    """lr_depth's fair set-up: muP without a depth rule has a depth-free init, and at the base depth the
+    three variants are one model; at depth 8 only the depth rule separates them."""
+    plain = {p.name: p for p in depth_model(8, residual_init="none")[2]}
+    depth_mup = {p.name: p for p in depth_model(8, residual_init="none", depth_scaling="depth_mup")[2]}
+    name = "blocks.3.mlp.down.weight"
+    assert plain[name].init_std == depth_mup[name].init_std == pytest.approx(0.02)
+    assert plain[name].multiplier == 1.0 and depth_mup[name].multiplier == pytest.approx(0.5)
+    _, base_plain, _ = depth_model(2, residual_init="none", seed=3)
+    _, base_completep, _ = depth_model(2, residual_init="none", depth_scaling="completep", seed=3)
+    idx = torch.randint(0, VOCAB, (2, 8))
+    assert torch.equal(base_plain(idx)[0], base_completep(idx)[0])
+
+
+def test_residual_init_base_depth_needs_base_depth():
+    with pytest.raises(ConfigError, match="set base_depth"):
+        TrainConfig.from_dict({"residual_init": "base_depth"})
+
+
+@pytest.mark.parametrize("scaling", ["depth_mup", "completep"])
+def test_coupled_scaled_weight_decay_has_no_depth_term(scaling):
+    """CompleteP Table 1: lambda x m_N. The block LR's depth factor must not enter the decay."""
+    _, _, plans = make(
+        parameterization="mup", width=WIDE, depth=8, base_depth=2, depth_scaling=scaling, lr=0.01,
+        weight_decay=0.1, weight_decay_mode="coupled_scaled",
+    )  # fmt: skip
+    wd = {p.name: p.weight_decay for p in plans}
+    assert wd["blocks.5.attn.q.weight"] == pytest.approx(0.1 * M)
+    assert wd["embed.tokens"] == pytest.approx(0.1)
+
+
 def test_free_depth_alpha_and_sgd_depth_rule():
     cfg, model, plans = depth_model(8, depth_scaling="depth_mup", depth_alpha=0.75, optimizer="sgd", lr=0.1)
     assert model.blocks[0].residual_mult == pytest.approx(4**-0.75)
@@ -276,7 +321,10 @@ def test_everett_mup_can_tie_embeddings():
         ({"depth_scaling": "completep"}, "set base_depth"),
         ({"depth_alpha": 0.7}, "depth_alpha needs depth_scaling"),
         ({"readout_scaling": "inv_sqrt_width"}, "applies to parameterization mup only"),
-        ({"optimizer": "sgd", "alignment": "none", "base_width": 64}, "with optimizer sgd is not implemented"),
+        (
+            {"optimizer": "sgd", "alignment": "none", "base_width": 64},
+            "with optimizer sgd is not implemented",
+        ),
         ({"optimizer": "sgd", "eps_mode": "scaled"}, "SGD has no eps"),
         ({"parameterization": "everett"}, "'sp', 'mup', 'ntk' or 'mfp'"),
     ],

@@ -127,7 +127,9 @@ def _base_point_losses(study, base: dict) -> dict[str, tuple]:
 
 def _base_of(study) -> dict | None:
     """The base scale point shared by the variants: base width and/or base depth, where the study scales it."""
-    configs = [study.trial_config(v, study.scale_points()[0], study.probe_params(), 0) for v in study.variants]
+    configs = [
+        study.trial_config(v, study.scale_points()[0], study.probe_params(), 0) for v in study.variants
+    ]
     base = {}
     for axis, attribute in (("width", "base_width"), ("depth", "base_depth")):
         if axis in study.scale:

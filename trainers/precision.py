@@ -49,7 +49,9 @@ class CpuBf16Probe:
     def describe(self) -> str:
         if self.speedup >= 1:
             return f"bf16 {self.speedup:.1f}x faster than fp32 on this CPU ({self.capability})"
-        return f"bf16 {1 / self.speedup:.1f}x slower than fp32 on this CPU ({self.capability}, no native bf16)"
+        return (
+            f"bf16 {1 / self.speedup:.1f}x slower than fp32 on this CPU ({self.capability}, no native bf16)"
+        )
 
 
 def resolve_dtype(requested: str, device: torch.device) -> str:
