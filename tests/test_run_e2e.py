@@ -130,7 +130,7 @@ def test_changing_the_trainer_starts_a_new_definition_that_analyses_keep_apart(t
   sp: {parameterization: sp}
   mup: {parameterization: mup, base_width: 32}
 scale: {width: [32, 64]}
-sweep: {lr: {log2_grid: [-10, -6, 2]}}
+sweep: {lr: {log2_grid: [-10, -6], step: 2}}
 wandb: {mode: disabled}
 """
     path = write_study(tmp_path, "defs", body, steps=10)
@@ -155,7 +155,7 @@ wandb: {mode: disabled}
         assert row["objective"] == pytest.approx(cell["objective"].min())
     verify = sweeper("verify", "--study", "defs", "--json", cwd=tmp_path)
     assert verify.returncode == 0, verify.stderr[-2000:]
-    rows = [json.loads(line) for line in verify.stdout.strip().splitlines()]
+    rows = json.loads(verify.stdout)
     assert {row["variant"] for row in rows} == {"sp", "mup"}
     for row in rows:
         new_losses = set(new.loc[new["variant"] == row["variant"], "objective"])
