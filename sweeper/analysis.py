@@ -5,12 +5,17 @@ ASHA and failed trials are left out of optima. The optimum of a (variant, scale 
 seed-mean objective; for one numeric swept key it is also refined by a parabola in log2(value) through the
 argmin and its two neighbours, accepted only with positive curvature and the vertex inside their span.
 An argmin at either end of the values tried is not bracketed.
+
+Seed noise is the seed standard deviation pooled over a variant's settings with two or more seeds. It
+decides which settings are within noise of the best, and the intervals of the optimum and of alpha come
+from redrawing every setting's seed mean with it.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +23,26 @@ import numpy as np
 import pandas as pd
 
 COUNTED = ("completed", "diverged")
+NOISE_Z = 2.0  # the default of search.noise_z
+
+
+def pooled_sd(settings: Iterable[Sequence[float]]) -> tuple[float | None, int]:
+    """The seed standard deviation pooled over the settings with two or more seeds, all finite, and its
+    degrees of freedom; (None, 0) when there is no such setting."""
+    ss, df = 0.0, 0
+    for losses in settings:
+        losses = list(losses)
+        if len(losses) < 2 or not all(math.isfinite(x) for x in losses):
+            continue
+        mean = sum(losses) / len(losses)
+        ss += sum((x - mean) ** 2 for x in losses)
+        df += len(losses) - 1
+    return (math.sqrt(ss / df), df) if df else (None, 0)
+
+
+def within_noise(mean: float, n: int, best_mean: float, best_n: int, sd: float, z: float = NOISE_Z) -> bool:
+    """Whether a setting's seed mean (over n seeds) is within z standard errors of the best's."""
+    return math.isfinite(mean) and mean - best_mean <= z * sd * math.sqrt(1 / n + 1 / best_n)
 
 
 def seed_means(trials: pd.DataFrame, mode: str = "min") -> pd.DataFrame:
@@ -99,12 +124,27 @@ def optimum(points: pd.DataFrame, swept_keys: list[str]) -> dict[str, Any]:
     return result
 
 
-def optimum_table(trials: pd.DataFrame, spec: dict[str, Any]) -> list[dict[str, Any]]:
+def optimum_table(
+    trials: pd.DataFrame, spec: dict[str, Any], samples: int | None = None
+) -> list[dict[str, Any]]:
     """Per (variant, scale point): the best setting, its objective, the number of trials, bracketing and
-    the refined optimum. `spec` is the store's study.json (scale_keys, swept_keys, objective)."""
+    the refined optimum. `spec` is the store's study.json (scale_keys, swept_keys, objective, search).
+
+    Its uncertainty: `noise_sd`, the seed sd pooled over the variant's settings with two or more seeds
+    (`noise_df` degrees of freedom; `noise_sd_point` from this point's settings alone); `within_noise`,
+    the settings whose mean is within search.noise_z standard errors of the best's (the best included);
+    `optimum_interval`, a 90% interval of the refined optimum of a positive numeric swept key, from
+    redrawing every setting's seed mean with the pooled seed noise (`draw_curves`). The three are null
+    where no setting of the variant has two seeds that finished."""
     scale_keys, swept_keys = spec.get("scale_keys", []), spec.get("swept_keys", [])
     mode = spec.get("objective", {}).get("mode", "min")
+    z = float((spec.get("search") or {}).get("noise_z", NOISE_Z))
     means = seed_means(trials, mode)
+    seeds = setting_losses(trials, mode)
+    noise = {
+        variant: pooled_sd(losses for (v, _, _), losses in seeds.items() if v == variant)
+        for variant in dict.fromkeys(means["variant"])
+    }
     table = []
     for (variant, point), group in means.groupby(["variant", "scale_point"], sort=False):
         sample = trials[(trials["variant"] == variant) & (trials["scale_point"] == point)]
@@ -114,16 +154,77 @@ def optimum_table(trials: pd.DataFrame, spec: dict[str, Any]) -> list[dict[str, 
             row[key] = value.item() if hasattr(value, "item") else value
         found = optimum(group, swept_keys)
         objective = found["objective"]
+        sd, df = noise[variant]
+        at_point = {swept: seeds[(variant, point, swept)] for swept in group["swept"]}
         row.update(
             best=found["best"],
             objective=(objective if mode == "min" else -objective) if math.isfinite(objective) else None,
             n_trials=len(sample),
             bracketed=found["bracketed"],
             refined=found["refined"],
+            seeds_at_best=int(group["n_seeds"].iloc[int(np.argmin(group["loss"].to_numpy(dtype=float)))]),
+            noise_sd=sd,
+            noise_df=df,
+            noise_sd_point=pooled_sd(at_point.values())[0],
+            within_noise=_within_noise_settings(group, sd, z),
+            optimum_interval=_optimum_interval(at_point, swept_keys, sd, samples or BOOTSTRAP_SAMPLES),
         )
         table.append(row)
     order = {v: i for i, v in enumerate(dict.fromkeys(trials["variant"]))}
     return sorted(table, key=lambda r: (order[r["variant"]], [_sortable(r.get(k)) for k in scale_keys]))
+
+
+def setting_losses(trials: pd.DataFrame, mode: str = "min") -> dict[tuple[str, str, str], np.ndarray]:
+    """(variant, scale point, swept JSON) -> the per-seed losses, oriented for minimisation, +inf for a
+    diverged seed."""
+    counted = trials[trials["status"].isin(COUNTED)]
+    sign = 1.0 if mode == "min" else -1.0
+    out = {}
+    for key, group in counted.groupby(["variant", "scale_point", "swept"], sort=False):
+        out[key] = np.array(
+            [
+                sign * o if s == "completed" and o is not None and math.isfinite(o) else math.inf
+                for s, o in zip(group["status"], group["objective"], strict=True)
+            ]
+        )
+    return out
+
+
+def _within_noise_settings(points: pd.DataFrame, sd: float | None, z: float) -> list[dict[str, Any]] | None:
+    if sd is None:
+        return None
+    losses = points["loss"].to_numpy(dtype=float)
+    counts = points["n_seeds"].to_numpy(dtype=int)
+    best = int(np.argmin(losses))
+    if not math.isfinite(losses[best]):
+        return []
+    kept = [
+        (json.loads(swept), loss)
+        for swept, loss, n in zip(points["swept"], losses, counts, strict=True)
+        if within_noise(loss, int(n), losses[best], int(counts[best]), sd, z)
+    ]
+    return [setting for setting, _ in sorted(kept, key=lambda item: _setting_order(item[0]))]
+
+
+def _setting_order(setting: dict[str, Any]) -> list[tuple]:
+    return [_sortable(setting[k]) for k in sorted(setting)]
+
+
+def _optimum_interval(
+    at_point: dict[str, np.ndarray], swept_keys: list[str], sd: float | None, samples: int
+) -> dict[str, list[float]] | None:
+    if len(swept_keys) != 1 or sd is None:
+        return None
+    key = swept_keys[0]
+    cells = []
+    for swept, losses in at_point.items():
+        value = json.loads(swept).get(key)
+        if not isinstance(value, int | float) or value <= 0:
+            return None
+        cells.append((math.log2(float(value)), losses))
+    xs, draws = draw_curves(cells, sd, np.random.default_rng(0), samples)
+    lo, hi = np.quantile(draw_optima(xs, draws), [(1 - CI_LEVEL) / 2, (1 + CI_LEVEL) / 2])
+    return {key: [2.0 ** float(lo), 2.0 ** float(hi)]}
 
 
 def _sortable(value: Any) -> tuple:
@@ -184,6 +285,64 @@ def point_curves(
     trials: pd.DataFrame, variant: str, axis: str, hparam: str, mode: str
 ) -> dict[float, dict[float, float]]:
     return curves_from_cells(loss_cells(trials, variant, axis, hparam, mode))
+
+
+def curve_counts(cells: list[Cell]) -> dict[float, dict[float, int]]:
+    """Per scale: log2(hparam) -> seeds of the setting that `curves_from_cells` profiles to there."""
+    best: dict[float, dict[float, tuple[float, int]]] = {}
+    for scale, key, losses in cells:
+        mean = float(losses.mean()) if np.isfinite(losses).all() else math.inf
+        current = best.setdefault(scale, {}).get(key)
+        if current is None or mean < current[0]:
+            best[scale][key] = (mean, len(losses))
+    return {scale: {k: n for k, (_, n) in curve.items()} for scale, curve in best.items()}
+
+
+def draw_curves(
+    cells: list[tuple[float, np.ndarray]], sd: float | None, rng: np.random.Generator, samples: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """`samples` redraws of one loss curve from its settings ((log2 value, per-seed losses) pairs): the
+    sorted log2 values, and a (samples, values) array of seed means, profiled (the minimum) over settings
+    sharing a value.
+
+    A setting whose seeds all finished gets its mean plus normal noise of sd / sqrt(n), with `sd` the seed
+    sd pooled over many settings: resampling two or three seeds would understate the noise (a resampled
+    mean of n seeds has (n - 1) / n of the variance, and two seeds give three distinct means). A setting
+    with a diverged seed has its seeds resampled, so that it diverges in as many draws as its seeds did.
+    Without `sd`, every setting has its seeds resampled (a single seed stays as it is)."""
+    xs = np.array(sorted({k for k, _ in cells}), dtype=float)
+    draws = np.full((samples, len(xs)), math.inf)
+    for key, losses in cells:
+        column = int(np.searchsorted(xs, key))
+        if sd is not None and np.isfinite(losses).all():
+            drawn = losses.mean() + rng.normal(0.0, sd / math.sqrt(len(losses)), samples)
+        elif len(losses) > 1:
+            drawn = losses[rng.integers(0, len(losses), (samples, len(losses)))].mean(axis=1)
+        else:
+            drawn = np.full(samples, losses[0])
+        draws[:, column] = np.minimum(draws[:, column], drawn)
+    return xs, draws
+
+
+def draw_optima(xs: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """Per row of `draws` (losses at the log2 values xs), the log2 optimum as `curve_optimum` finds it:
+    the argmin, refined by the parabola through it and its neighbours where that opens upward with its
+    vertex inside them."""
+    i = np.argmin(draws, axis=1)
+    optima = xs[i].astype(float)
+    rows = np.nonzero((i > 0) & (i < len(xs) - 1))[0]
+    if len(rows):
+        j = i[rows]
+        x1, x2, x3 = xs[j - 1], xs[j], xs[j + 1]
+        y1, y2, y3 = draws[rows, j - 1], draws[rows, j], draws[rows, j + 1]
+        with np.errstate(all="ignore"):
+            slope = (y2 - y1) / (x2 - x1)
+            curvature = ((y3 - y2) / (x3 - x2) - slope) / (x3 - x1)
+            vertex = (x1 + x2) / 2 - slope / (2 * curvature)
+        ok = np.isfinite(y1) & np.isfinite(y2) & np.isfinite(y3) & (curvature > 0)
+        ok &= (vertex >= x1) & (vertex <= x3)
+        optima[rows[ok]] = vertex[ok]
+    return optima
 
 
 def curve_optimum(curve: dict[float, float]) -> dict[str, Any]:
@@ -255,6 +414,26 @@ class TransferFit:
     penalty_4x: list[float | None]
     bracketed_all: bool
     notes: list[str] = field(default_factory=list)
+    noise_sd: float | None = None  # seed sd pooled over the settings with two or more seeds
+    noise_df: int = 0
+    noise_z: float = NOISE_Z
+    within_noise: list[list[float]] | None = None  # per scale: log2 values within noise of the best
+    # The slopes of the lines that pass through every bracketed point's within-noise range of the optimum;
+    # None without a noise estimate or when no line does.
+    noise_slopes: tuple[float, float] | None = None
+
+    def noise_range(self, i: int) -> tuple[float, float] | None:
+        """The lowest and highest log2 value within noise of the best at scale i, the refined optimum
+        included; None without a noise estimate."""
+        if self.within_noise is None or not self.within_noise[i]:
+            return None
+        values = [*self.within_noise[i], self.optima[i]["log2_opt"]]
+        return float(min(values)), float(max(values))
+
+    def noise_span(self, i: int) -> float | None:
+        """Octaves within noise of the best at scale i."""
+        found = self.noise_range(i)
+        return None if found is None else found[1] - found[0]
 
     def predict(self, scale: float) -> tuple[float, tuple[float, float] | None]:
         """log2 optimum at `scale` and its 90% interval."""
@@ -288,9 +467,12 @@ def transfer_fit(
     mode: str = "min",
     samples: int = BOOTSTRAP_SAMPLES,
     seed: int = 0,
+    z: float = NOISE_Z,
 ) -> TransferFit:
     cells = loss_cells(trials, variant, axis, hparam, mode)
     curves = curves_from_cells(cells)
+    counts = curve_counts(cells)
+    sd, df = pooled_sd(losses for _, _, losses in cells)
     scales = sorted(curves)
     optima = [curve_optimum(curves[s]) for s in scales]
     bracketed = [o["bracketed"] for o in optima]
@@ -320,7 +502,23 @@ def transfer_fit(
         ],
         bracketed_all=bool(bracketed) and all(bracketed),
         notes=notes,
+        noise_sd=sd,
+        noise_df=df,
+        noise_z=z,
     )
+    if sd is not None:
+        fit.within_noise = [
+            sorted(
+                k
+                for k, loss in curves[s].items()
+                if math.isfinite(o["loss"])
+                and within_noise(loss, counts[s][k], o["loss"], counts[s][o["log2_argmin"]], sd, z)
+            )
+            for s, o in zip(scales, optima, strict=True)
+        ]
+    precisions = _precision_note(trials, variant)
+    if precisions:
+        notes.append(precisions)
     for scale in scales:
         curve = curves[scale]
         for x in sorted(curve):
@@ -347,7 +545,10 @@ def transfer_fit(
     if len(usable) >= 3:
         a, alpha = fit_line(x[:-1], y[:-1])
         fit.leave_largest_out_error = float(a + alpha * x[-1] - y[-1])
-    fit.fits = _bootstrap(cells, [s for s, _ in usable], x, y, residuals, samples, seed)
+    fit.fits = _bootstrap(cells, [s for s, _ in usable], x, y, residuals, samples, seed, sd)
+    ranges = [fit.noise_range(i) for i, o in enumerate(optima) if o["bracketed"]]
+    if all(r is not None for r in ranges):
+        fit.noise_slopes = _slopes_through(x, ranges)
     if fit.fits is not None and len(fit.fits):
         lo, hi = np.quantile(fit.fits[:, 1], [(1 - CI_LEVEL) / 2, (1 + CI_LEVEL) / 2])
         fit.alpha_ci = (float(lo), float(hi))
@@ -362,29 +563,66 @@ def _bootstrap(
     residuals: np.ndarray,
     samples: int,
     seed: int,
+    sd: float | None = None,
 ) -> np.ndarray:
-    """(a, alpha) refits: seeds resampled within each setting when there are several, else the fit's
-    residuals resampled."""
+    """(a, alpha) refits. With a seed-noise estimate (or several seeds everywhere), each point's optimum is
+    redrawn from its settings' seed means drawn with the noise (`draw_curves`); with none, the fit's
+    residuals are resampled."""
     rng = np.random.default_rng(seed)
-    fits = []
-    if min(len(losses) for _, _, losses in cells) > 1:
-        for _ in range(samples):
-            curves = curves_from_cells(cells, rng)
-            ys = [curve_optimum(curves[s])["log2_opt"] for s in scales]
-            fits.append(fit_line(x, np.array(ys)))
-    elif len(x) < 3:
+    if sd is not None or min(len(losses) for _, _, losses in cells) > 1:
+        ys = np.column_stack(
+            [
+                draw_optima(
+                    *draw_curves([(k, losses) for s, k, losses in cells if s == scale], sd, rng, samples)
+                )
+                for scale in scales
+            ]
+        )
+        return _fit_lines(x, ys)
+    if len(x) < 3:
         return np.array([fit_line(x, y)] * samples)
-    else:
-        fitted = y - residuals
-        for _ in range(samples):
-            fits.append(fit_line(x, fitted + rng.choice(residuals, len(residuals), replace=True)))
-    return np.array(fits)
+    fitted = y - residuals
+    return _fit_lines(x, fitted + rng.choice(residuals, (samples, len(residuals)), replace=True))
+
+
+def _fit_lines(x: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """`fit_line` for each row of ys: an array of (a, alpha) rows."""
+    dx = x - x.mean()
+    alpha = (dx * (ys - ys.mean(axis=1, keepdims=True))).sum(axis=1) / (dx**2).sum()
+    return np.column_stack([ys.mean(axis=1) - alpha * x.mean(), alpha])
+
+
+def _slopes_through(x: np.ndarray, ranges: list[tuple[float, float]]) -> tuple[float, float] | None:
+    """The interval of slopes of the lines y = a + slope x that pass through every [lo, hi] range at its x;
+    None when no line does."""
+    if len(ranges) < 2:
+        return None
+    low, high = -math.inf, math.inf
+    for i in range(len(x)):
+        for j in range(len(x)):
+            if x[j] > x[i]:
+                low = max(low, (ranges[j][0] - ranges[i][1]) / (x[j] - x[i]))
+                high = min(high, (ranges[j][1] - ranges[i][0]) / (x[j] - x[i]))
+    return (float(low), float(high)) if low <= high + 1e-12 else None
+
+
+def _precision_note(trials: pd.DataFrame, variant: str) -> str | None:
+    if "dtype_used" not in trials.columns:
+        return None
+    used = trials.loc[trials["variant"] == variant, "dtype_used"].dropna()
+    counts = used[used.astype(str) != ""].astype(str).value_counts()
+    if len(counts) < 2:
+        return None
+    listed = ", ".join(f"{name}: {n}" for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    return f"trials ran under mixed precisions ({listed}): their losses may not be comparable"
 
 
 def verdict(
     fit: TransferFit, tol: float = 0.25, regret_threshold: float = REGRET_THRESHOLD
 ) -> tuple[str, list[str]]:
-    """transfers | shifts | inconclusive, with the reasons (analysis.md section 4)."""
+    """transfers | shifts | inconclusive, with the reasons (analysis.md section 4). A shift is claimed
+    only when seed noise cannot explain it: not when a line with a slope within ±tol passes through every
+    bracketed point's values within noise of its best."""
     reasons: list[str] = list(fit.notes)
     unbracketed = [(s, o["edge"]) for s, o in zip(fit.scales, fit.optima, strict=True) if not o["bracketed"]]
     for scale, edge in unbracketed:
@@ -398,23 +636,36 @@ def verdict(
         )
     if fit.alpha_ci is None:
         return "inconclusive", reasons or ["no fit"]
-    lo, hi = fit.alpha_ci
-    if lo > tol or hi < -tol:
-        reasons.insert(
-            0,
-            f"alpha {fit.alpha:+.2f}, 90% interval [{lo:+.2f}, {hi:+.2f}] lies outside ±{tol:g}: "
-            f"the optimum moves about {abs(fit.alpha):.2f} octaves per doubling of {fit.axis}",
+    if fit.noise_sd is None:
+        reasons.append(
+            "no setting has two seeds that finished: alpha's interval comes from the scatter of the optima "
+            "about the fit, not from seed noise; more seeds (or search.extra_seeds) would measure the noise"
         )
-        return "shifts", reasons
+    lo, hi = fit.alpha_ci
+    interval = f"alpha {fit.alpha:+.2f}, 90% interval [{lo:+.2f}, {hi:+.2f}]"
+    noisy = _noise_reason(fit)
+    if lo > tol or hi < -tol:
+        if not _flat_line_fits(fit, tol):
+            reasons.insert(
+                0,
+                f"{interval} lies outside ±{tol:g}: "
+                f"the optimum moves about {abs(fit.alpha):.2f} octaves per doubling of {fit.axis}",
+            )
+            return "shifts", reasons
+        a, b = fit.noise_slopes
+        reasons[:0] = [
+            f"{interval} lies outside ±{tol:g}, but lines with slopes {a:+.2f} to {b:+.2f} pass through "
+            f"every {fit.axis}'s optimum within seed noise: the shift is not resolved above the noise",
+            *([noisy] if noisy else []),
+        ]
+        return "inconclusive", reasons
     inside = -tol <= lo and hi <= tol
     if inside:
-        reasons.insert(0, f"alpha {fit.alpha:+.2f}, 90% interval [{lo:+.2f}, {hi:+.2f}] within ±{tol:g}")
+        reasons.insert(0, f"{interval} within ±{tol:g}")
+    elif noisy and fit.noise_sd is not None:
+        reasons[:0] = [f"{interval} straddles ±{tol:g}: the optima are within seed noise", noisy]
     else:
-        reasons.insert(
-            0,
-            f"alpha {fit.alpha:+.2f}, 90% interval [{lo:+.2f}, {hi:+.2f}] straddles ±{tol:g}: "
-            "too noisy to tell (more seeds or scale points)",
-        )
+        reasons.insert(0, f"{interval} straddles ±{tol:g}: too noisy to tell (more seeds or scale points)")
     regret_ok = fit.regret_rel is not None and fit.regret_rel < regret_threshold
     if fit.regret_rel is not None:
         reasons.append(
@@ -426,6 +677,41 @@ def verdict(
     return "inconclusive", reasons
 
 
+def noise_limited(fit: TransferFit, tol: float = 0.25) -> bool:
+    """Whether seed noise is what keeps the optimum's movement from being told: alpha's interval
+    straddles ±tol while some bracketed point's optimum is within noise over a range of values, or it lies
+    outside ±tol but a line with a slope within ±tol passes through every point's within-noise range."""
+    if fit.alpha_ci is None or fit.noise_sd is None:
+        return False
+    lo, hi = fit.alpha_ci
+    if lo > tol or hi < -tol:
+        return _flat_line_fits(fit, tol)
+    return not (-tol <= lo and hi <= tol) and _noise_reason(fit) is not None
+
+
+def _flat_line_fits(fit: TransferFit, tol: float) -> bool:
+    return fit.noise_slopes is not None and fit.noise_slopes[0] <= tol and fit.noise_slopes[1] >= -tol
+
+
+def _noise_reason(fit: TransferFit) -> str | None:
+    """Names the bracketed scale points whose optimum is within seed noise over a range of values."""
+    spans = [
+        (scale, fit.noise_span(i))
+        for i, scale in enumerate(fit.scales)
+        if fit.optima[i]["bracketed"] and (fit.noise_span(i) or 0) > 1e-9
+    ]
+    if not spans:
+        return None
+    where = ", ".join(
+        f"{span:.2f} octaves at {fit.axis}={scale:g}" if i == 0 else f"{span:.2f} at {fit.axis}={scale:g}"
+        for i, (scale, span) in enumerate(spans)
+    )
+    return (
+        f"optimum within seed noise (sd {fit.noise_sd:.3g}, {fit.noise_z:g} standard errors) over {where}: "
+        "more seeds there (seeds, or search.extra_seeds) would narrow it"
+    )
+
+
 def verify_rows(
     trials: pd.DataFrame,
     spec: dict[str, Any],
@@ -435,6 +721,7 @@ def verify_rows(
 ) -> list[dict[str, Any]]:
     """`sweeper verify --json`: per variant (and per value of any other scale axis) and swept key."""
     mode = spec.get("objective", {}).get("mode", "min")
+    z = float((spec.get("search") or {}).get("noise_z", NOISE_Z))
     others = [k for k in spec.get("scale_keys", []) if k != axis]
     rows = []
     for variant in dict.fromkeys(trials["variant"]):
@@ -445,9 +732,11 @@ def verify_rows(
             for key, value in combo.items():
                 part = part[part[key] == value]
             for hparam in spec.get("swept_keys", []):
-                fit = transfer_fit(part, variant, axis, hparam, mode, samples=samples)
+                fit = transfer_fit(part, variant, axis, hparam, mode, samples=samples, z=z)
                 name, reasons = verdict(fit, tol)
-                rows.append(_verify_row(fit, name, reasons, {k: _plain(v) for k, v in combo.items()}))
+                row = _verify_row(fit, name, reasons, {k: _plain(v) for k, v in combo.items()})
+                row["noise_limited"] = name == "inconclusive" and noise_limited(fit, tol)
+                rows.append(row)
     return rows
 
 
@@ -484,4 +773,8 @@ def _verify_row(fit: TransferFit, name: str, reasons: list[str], at: dict[str, A
         "basin_width_octaves": fit.basin_width,
         "penalty_2x": [_num(p) for p in fit.penalty_2x],
         "penalty_4x": [_num(p) for p in fit.penalty_4x],
+        "noise_sd": _num(fit.noise_sd),
+        "noise_df": fit.noise_df,
+        "within_noise_octaves": [fit.noise_span(i) for i in range(len(fit.scales))],
+        "noise_slopes": list(fit.noise_slopes) if fit.noise_slopes else None,
     }

@@ -223,23 +223,60 @@ def print_best_table(rows: list[dict[str, Any]], scale_keys: list[str]) -> None:
     table.add_column("variant")
     for key in scale_keys:
         table.add_column(key, justify="right")
-    for column in ("best", "refined", "objective", "trials", "bracketed"):
-        table.add_column(column, justify="right" if column in ("objective", "trials") else "left")
+    columns = (
+        "best",
+        "refined",
+        "90% interval",
+        "within noise",
+        "objective",
+        "seed sd",
+        "trials",
+        "bracketed",
+    )
+    for column in columns:
+        table.add_column(column, justify="right" if column in ("objective", "seed sd", "trials") else "left")
     for row in rows:
         best = ", ".join(f"{k}={_short(v)}" for k, v in row["best"].items())
         refined = ", ".join(f"{k}={_short(v)}" for k, v in (row["refined"] or {}).items()) or "-"
+        interval = (
+            ", ".join(f"{k} {_pow2(lo)} .. {_pow2(hi)}" for k, (lo, hi) in row["optimum_interval"].items())
+            if row.get("optimum_interval")
+            else "-"
+        )
         bracketed = {True: "yes", False: "[yellow]no: at the edge[/]", None: "-"}[row["bracketed"]]
         objective = "-" if row["objective"] is None else f"{row['objective']:.4f}"
+        sd = row.get("noise_sd")
         table.add_row(
             row["variant"],
             *(str(row.get(k)) for k in scale_keys),
             best,
             refined,
+            interval,
+            _within_noise_text(row.get("within_noise")),
             objective,
+            "-" if sd is None else f"{sd:.4f}",
             str(row["n_trials"]),
             bracketed,
         )
     stdout_console().print(table)
+
+
+def _pow2(value: float) -> str:
+    return f"2^{math.log2(value):.2f}" if value > 0 else f"{value:.4g}"
+
+
+def _within_noise_text(settings: list[dict[str, Any]] | None) -> str:
+    """ "best only", or how many settings are within seed noise of the best and, for one positive numeric
+    key, over how many octaves."""
+    if settings is None:
+        return "-"
+    if len(settings) <= 1:
+        return "best only"
+    values = [next(iter(s.values())) for s in settings if len(s) == 1]
+    if len(values) == len(settings) and all(isinstance(v, int | float) and v > 0 for v in values):
+        span = math.log2(max(values)) - math.log2(min(values))
+        return f"[yellow]{len(settings)} values, {span:.2g} octaves[/]"
+    return f"[yellow]{len(settings)} settings[/]"
 
 
 VERDICT_STYLE = {"transfers": "bold green", "shifts": "bold red", "inconclusive": "bold yellow"}

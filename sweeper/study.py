@@ -185,6 +185,21 @@ class SearchSpec(_Spec):
     num_samples: int = Field(8, ge=1)
     seed: int = Field(0, ge=0)
     sampler: Literal["tpe", "random"] = "tpe"
+    # Adaptive only: seeds beyond `seeds` that the search may add at one swept value, where the basin is
+    # flat or noisy (0: never, the plain line search).
+    extra_seeds: int = Field(2, ge=0, le=100)
+    # Two settings are within seed noise when their means differ by less than noise_z standard errors.
+    # Used by the adaptive search and by the analysis (best, verify) of every study.
+    noise_z: float = Field(2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchSpec:
+        if "extra_seeds" in self.model_fields_set and self.method != "adaptive":
+            raise _invalid(
+                f"extra_seeds applies to adaptive search only; {self.method} runs every seed in seeds",
+                "extra_seeds",
+            )
+        return self
 
 
 class ObjectiveSpec(_Spec):

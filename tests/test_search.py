@@ -66,7 +66,8 @@ def best_lr(trials, variant: str, width: int) -> float:
 def test_adaptive_lands_on_the_grid_optimum_with_fewer_trials():
     grid_study = make_study({"method": "grid"})
     grid_trials = drive(GridStrategy(grid_study.grid_trials(), set()))
-    adaptive = AdaptiveStrategy(make_study({"method": "adaptive"}), Stored())
+    # The line search alone: extra seeds (tests/test_noise.py) add trials where the basin is within noise.
+    adaptive = AdaptiveStrategy(make_study({"method": "adaptive", "extra_seeds": 0}), Stored())
     adaptive_trials = drive(adaptive)
     assert len(grid_trials) == 2 * 4 * 11
     assert len(adaptive_trials) < 0.6 * len(grid_trials)  # and at quarter-octave resolution, not one octave
@@ -88,7 +89,7 @@ def test_adaptive_starts_wider_points_at_the_predicted_optimum():
     assert math.log2(sp_512[0].config.lr) == pytest.approx(-9.0)  # extrapolated, not the grid centre (-9 too)
     sp_256 = [t for t in trials if t.variant == "sp" and t.config.width == 256]
     assert math.log2(sp_256[0].config.lr) == pytest.approx(-8.0)
-    assert len(sp_256) <= 6  # 3 coarse + refinements: the prediction was right
+    assert len({t.config.lr for t in sp_256}) <= 6  # 3 coarse + refinements: the prediction was right
 
 
 def test_adaptive_reuses_stored_trials_and_flags_nothing_new_when_done():

@@ -99,6 +99,29 @@ def test_verify_json_gives_the_verdicts(results):
     assert "shifts" in human.stdout and "transfers" in human.stdout
 
 
+def test_best_gives_the_interval_of_each_optimum_and_the_seed_noise(results):
+    proc = run("best", "--study", "synthetic", "--json", cwd=results.parent)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert len(rows) == 2 * len(WIDTHS)
+    for row in rows:
+        centre = -6.0 - math.log2(row["width"] / 64) if row["variant"] == "sp" else -6.0
+        lo, hi = row["optimum_interval"]["lr"]
+        assert lo <= row["refined"]["lr"] <= hi and math.log2(hi / lo) < 0.5  # a sharp basin, little noise
+        assert math.log2(lo * hi) / 2 == pytest.approx(centre, abs=0.1)
+        assert row["noise_sd"] == pytest.approx(0.003, rel=0.3) and row["seeds_at_best"] == 3
+        assert row["within_noise"] == [row["best"]]
+    human = run("best", "--study", "synthetic", cwd=results.parent)
+    assert "90% interval" in human.stdout and "lr 2^-6" in human.stdout and "best only" in human.stdout
+    verified = {
+        r["variant"]: r
+        for r in json.loads(run("verify", "--study", "synthetic", "--json", cwd=results.parent).stdout)
+    }
+    assert verified["sp"]["noise_limited"] is False and verified["sp"]["noise_sd"] == pytest.approx(
+        0.003, rel=0.3
+    )
+
+
 def test_best_extrapolates_to_a_target_width(results):
     proc = run("best", "--study", "synthetic", "--width", "4096", "--json", cwd=results.parent)
     assert proc.returncode == 0, proc.stderr
