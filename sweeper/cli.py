@@ -189,7 +189,14 @@ def run(
         int | None, typer.Option(min=1, help="At most this many trials at once.")
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="List the plan and what is already done.")
+        bool,
+        typer.Option(
+            "--dry-run", help="List the plan, what is already done, and how long the rest takes here."
+        ),
+    ] = False,
+    no_estimate: Annotated[
+        bool,
+        typer.Option("--no-estimate", help="With --dry-run: skip measuring step times (no time estimate)."),
     ] = False,
     no_wandb: Annotated[bool, typer.Option("--no-wandb", help="Do not mirror trials to W&B.")] = False,
     rerun_failed: Annotated[bool, typer.Option("--rerun-failed", help="Run failed trials again.")] = False,
@@ -211,6 +218,7 @@ def run(
             address=address,
             max_concurrent=max_concurrent,
             dry=dry_run,
+            estimate=not no_estimate,
             no_wandb=no_wandb,
             rerun_failed=rerun_failed,
             force=force,

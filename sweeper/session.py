@@ -86,54 +86,103 @@ def _best_trial(trials: Any, row: dict, variant: str, spec: dict) -> dict:
     return pool.sort_values("objective", ascending=ascending).iloc[0].to_dict()
 
 
-def dry_run(study: Study, store: ResultsStore, inherited: dict, rerun_failed: bool) -> None:
+def dry_run(
+    study: Study,
+    store: ResultsStore,
+    inherited: dict,
+    rerun_failed: bool,
+    max_concurrent: int | None = None,
+    estimate: bool = True,
+) -> None:
+    """The plan per (variant, scale point), what the store has, and how long the rest takes here."""
     from rich.table import Table
 
     from sweeper.display import stdout_console
+    from sweeper.estimate import EstimateUnavailable, estimate_study, format_duration, plan_rows
 
-    done = store.done_ids(rerun_failed)
     console = stdout_console()
     console.print(f"[bold]{study.name}[/]: {study.description.strip()}")
     console.print(
         f"search {study.search.method}, objective {study.objective.use} {study.objective.metric} "
         f"({study.objective.mode}), seeds {study.seeds}, resources {study.resources.model_dump()}"
     )
-    table = Table(title="plan")
-    table.add_column("variant")
-    table.add_column("scale point")
-    table.add_column("trials", justify="right")
-    table.add_column("in store", justify="right")
-    table.add_column("to run", justify="right")
-    if study.search.method == "grid":
-        trials = study.grid_trials(inherited)
-        groups: dict[tuple, list] = {}
-        for t in trials:
-            groups.setdefault((t.variant, tuple(t.scale.items())), []).append(t)
-        for (variant, point), items in groups.items():
-            have = sum(t.trial_id in done for t in items)
-            table.add_row(
-                variant,
-                ", ".join(f"{k}={v}" for k, v in point),
-                str(len(items)),
-                str(have),
-                str(len(items) - have),
+    rows = plan_rows(study, inherited, store, rerun_failed)
+    measure, estimate, why = estimate, None, "not asked for (--no-estimate)"
+    try:
+        if measure:
+            estimate = estimate_study(
+                study,
+                inherited,
+                store,
+                rerun_failed,
+                max_concurrent=max_concurrent,
+                progress=_note,
+                rows=rows,
             )
-        total, have = len(trials), sum(t.trial_id in done for t in trials)
-        table.add_row("[bold]all", "", str(total), str(have), str(total - have))
-    else:
-        per_group = study.search.num_samples * len(study.seeds) if study.search.method == "optuna" else None
-        for variant in study.variants:
-            for point in study.scale_points():
-                table.add_row(
-                    variant,
-                    ", ".join(f"{k}={v}" for k, v in point.items()),
-                    str(per_group) if per_group else "adaptive",
-                    "",
-                    "",
-                )
+    except EstimateUnavailable as err:
+        why = str(err)
+    except KeyboardInterrupt:
+        why = "the measurement was interrupted (the shapes it finished are cached)"
+    table = Table(title="plan")
+    for name in ("variant", "scale point", "trials", "in store", "to run"):
+        table.add_column(name, justify="left" if name in ("variant", "scale point") else "right")
+    if estimate is not None:
+        table.add_column("est. per trial", justify="right")
+        table.add_column("est. time", justify="right")
+    for row in rows:
+        cells = [
+            row.variant,
+            ", ".join(f"{k}={v}" for k, v in row.point.items()),
+            _count(row.planned, row.approximate),
+            str(row.in_store),
+            _count(row.to_run, row.approximate),
+        ]
+        if estimate is not None:
+            cells += [
+                "-" if row.per_trial_s is None else format_duration(row.per_trial_s),
+                format_duration(row.total_s or 0.0) if row.to_run else "-",
+            ]
+        table.add_row(*cells)
+    approximate = any(r.approximate for r in rows)
+    totals = [
+        "[bold]all",
+        "",
+        _count(sum(r.planned for r in rows), approximate),
+        str(sum(r.in_store for r in rows)),
+        _count(sum(r.to_run for r in rows), approximate),
+    ]
+    if estimate is not None:
+        totals += ["", format_duration(estimate.trial_s)]
+    table.add_row(*totals)
     console.print(table)
     if inherited:
         console.print(f"inherited from {study.inherit.study}: {inherited}")
+    if study.search.method == "adaptive":
+        from sweeper.estimate import adaptive_trials
+
+        console.print(
+            f"adaptive search: the trial counts are a guess, {adaptive_trials(study):g} per variant and scale "
+            "point (sweeper/estimate.py says why); the search decides as it goes"
+        )
+    if estimate is None:
+        console.print(f"no time estimate: {why}")
+        return
+    if study.early_stop is not None:
+        console.print("early stopping ends some trials sooner: the times assume every trial runs to its end")
+    if estimate.busy is not None:
+        console.print(
+            f"note: measured while the machine was busy (load {estimate.busy:.1f} per core), so the times "
+            "run long; SWEEPER_REMEASURE=1 measures again"
+        )
+    console.print(estimate.summary())
+
+
+def _count(n: float, approximate: bool) -> str:
+    return f"about {round(n)}" if approximate and n else str(round(n))
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 PREFLIGHT_FAILED = 1
@@ -195,6 +244,7 @@ def run(
     rerun_failed: bool,
     argv: list[str] | None = None,
     force: bool = False,
+    estimate: bool = True,
 ) -> int:
     study = load_study(path)
     store = ResultsStore(results_root, study.name)
@@ -211,7 +261,7 @@ def run(
     else:
         planned = planned_trials(study)
     if dry:
-        dry_run(study, store, inherited, rerun_failed)
+        dry_run(study, store, inherited, rerun_failed, max_concurrent=max_concurrent, estimate=estimate)
         return 0
 
     if study.preflight == "coord_check" and not preflight(study, store, inherited, force):
@@ -281,9 +331,11 @@ def run(
     if study.search.method == "adaptive":
         strategy = outcome.strategy
         grid = strategy.grid_size()
+        line = strategy.trials_used - strategy.extra_trials
         print(
-            f"adaptive search: {strategy.trials_used} trials where the full grid has {grid} "
-            f"({1 - strategy.trials_used / grid:.0%} fewer)",
+            f"adaptive search: {strategy.trials_used} trials ({line} for the line search, "
+            f"{strategy.extra_trials} at extra seeds where values were within noise); the full grid on the "
+            f"study's seeds has {grid}",
             file=sys.stderr,
         )
     return 0
