@@ -630,7 +630,8 @@ def verdict(
         reasons.append(
             f"not bracketed at {fit.axis}={scale:g}: the optimum is at the {edge} end; extend the grid {direction}"
         )
-    if len(fit.scales) - len(unbracketed) < 3:
+    too_few = len(fit.scales) - len(unbracketed) < 3
+    if too_few:
         reasons.append(
             f"only {len(fit.scales) - len(unbracketed)} bracketed scale points (3 or more make a fit)"
         )
@@ -644,6 +645,10 @@ def verdict(
     lo, hi = fit.alpha_ci
     interval = f"alpha {fit.alpha:+.2f}, 90% interval [{lo:+.2f}, {hi:+.2f}]"
     noisy = _noise_reason(fit)
+    if (lo > tol or hi < -tol) and too_few:
+        # Two points always fit a line exactly: their bootstrap interval says nothing about the noise.
+        reasons.insert(0, f"{interval} lies outside ±{tol:g}, from fewer than 3 bracketed points: not a fit")
+        return "inconclusive", reasons
     if lo > tol or hi < -tol:
         if not _flat_line_fits(fit, tol):
             reasons.insert(

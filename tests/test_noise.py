@@ -290,3 +290,23 @@ def test_mixed_precisions_are_named_without_changing_the_verdict():
     assert mixed["verdict"] == uniform["verdict"]
     assert "trials ran under mixed precisions (fp32: 107, bf16: 10)" in " ".join(mixed["reasons"])
     assert not any("mixed precisions" in r for r in uniform["reasons"])
+
+
+def test_a_shift_from_two_bracketed_points_is_no_verdict():
+    """Two points fit a line exactly, so their bootstrap interval has no width: never a "shifts"."""
+    from sweeper.analysis import TransferFit, verdict
+
+    fit = TransferFit(
+        variant="sp", axis="width", hparam="lr", scales=[32.0, 64.0, 128.0],
+        optima=[
+            {"bracketed": True, "edge": None, "log2_opt": -6.0, "loss": 2.4},
+            {"bracketed": False, "edge": "high", "log2_opt": -2.0, "loss": 2.3},
+            {"bracketed": True, "edge": None, "log2_opt": -8.0, "loss": 2.2},
+        ],
+        alpha=-1.0, alpha_ci=(-1.0, -1.0), intercept=-1.0, fits=None, fit_rms=0.0,
+        leave_largest_out_error=None, drift_octaves=-2.0, regret_abs=0.1, regret_rel=0.05,
+        basin_width=[None] * 3, penalty_2x=[None] * 3, penalty_4x=[None] * 3, bracketed_all=False,
+    )  # fmt: skip
+    name, reasons = verdict(fit)
+    assert name == "inconclusive"
+    assert any("fewer than 3 bracketed points" in r for r in reasons)
