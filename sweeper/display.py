@@ -238,11 +238,7 @@ def print_best_table(rows: list[dict[str, Any]], scale_keys: list[str]) -> None:
     for row in rows:
         best = ", ".join(f"{k}={_short(v)}" for k, v in row["best"].items())
         refined = ", ".join(f"{k}={_short(v)}" for k, v in (row["refined"] or {}).items()) or "-"
-        interval = (
-            ", ".join(f"{k} {_pow2(lo)} .. {_pow2(hi)}" for k, (lo, hi) in row["optimum_interval"].items())
-            if row.get("optimum_interval")
-            else "-"
-        )
+        interval = optimum_interval_text(row)
         bracketed = {True: "yes", False: "[yellow]no: at the edge[/]", None: "-"}[row["bracketed"]]
         objective = "-" if row["objective"] is None else f"{row['objective']:.4f}"
         sd = row.get("noise_sd")
@@ -252,7 +248,7 @@ def print_best_table(rows: list[dict[str, Any]], scale_keys: list[str]) -> None:
             best,
             refined,
             interval,
-            _within_noise_text(row.get("within_noise")),
+            within_noise_text(row.get("within_noise"), markup=True),
             objective,
             "-" if sd is None else f"{sd:.4f}",
             str(row["n_trials"]),
@@ -265,9 +261,16 @@ def _pow2(value: float) -> str:
     return f"2^{math.log2(value):.2f}" if value > 0 else f"{value:.4g}"
 
 
-def _within_noise_text(settings: list[dict[str, Any]] | None) -> str:
+def optimum_interval_text(row: dict[str, Any]) -> str:
+    """An optimum table row's 90% interval of the optimum, as `lr 2^-7.21 .. 2^-6.05`, or "-"."""
+    if not row.get("optimum_interval"):
+        return "-"
+    return ", ".join(f"{k} {_pow2(lo)} .. {_pow2(hi)}" for k, (lo, hi) in row["optimum_interval"].items())
+
+
+def within_noise_text(settings: list[dict[str, Any]] | None, markup: bool = False) -> str:
     """ "best only", or how many settings are within seed noise of the best and, for one positive numeric
-    key, over how many octaves."""
+    key, over how many octaves (in yellow with `markup`)."""
     if settings is None:
         return "-"
     if len(settings) <= 1:
@@ -275,8 +278,10 @@ def _within_noise_text(settings: list[dict[str, Any]] | None) -> str:
     values = [next(iter(s.values())) for s in settings if len(s) == 1]
     if len(values) == len(settings) and all(isinstance(v, int | float) and v > 0 for v in values):
         span = math.log2(max(values)) - math.log2(min(values))
-        return f"[yellow]{len(settings)} values, {span:.2g} octaves[/]"
-    return f"[yellow]{len(settings)} settings[/]"
+        text = f"{len(settings)} values, {span:.2g} octaves"
+    else:
+        text = f"{len(settings)} settings"
+    return f"[yellow]{text}[/]" if markup else text
 
 
 VERDICT_STYLE = {"transfers": "bold green", "shifts": "bold red", "inconclusive": "bold yellow"}

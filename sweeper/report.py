@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from sweeper.analysis import optimum_table, verify_rows
+from sweeper.display import optimum_interval_text, within_noise_text
 from sweeper.store import ResultsStore, atomic_write_text
 
 
@@ -130,8 +131,10 @@ def build_report(store: ResultsStore, out: Path, axis: str | None = None, tracke
         lines += [
             "## Optimum per variant and scale point",
             "",
-            "| variant | " + " | ".join(scale_keys) + " | best | refined | objective | trials | bracketed |",
-            "|---|" + "---|" * len(scale_keys) + "---|---|---|---|---|",
+            "| variant | "
+            + " | ".join(scale_keys)
+            + " | best | refined | 90% interval | within noise | objective | seed sd | trials | bracketed |",
+            "|---|" + "---|" * len(scale_keys) + "---|---|---|---|---|---|---|---|",
         ]
         for row in table:
             best_text = ", ".join(
@@ -141,7 +144,9 @@ def build_report(store: ResultsStore, out: Path, axis: str | None = None, tracke
             lines.append(
                 f"| {row['variant']} | "
                 + " | ".join(str(row.get(k)) for k in scale_keys)
-                + f" | {best_text} | {refined} | {_fmt(row['objective'])} | {row['n_trials']} | "
+                + f" | {best_text} | {refined} | {optimum_interval_text(row)} | "
+                + f"{within_noise_text(row.get('within_noise'))} | {_fmt(row['objective'])} | "
+                + f"{_fmt(row.get('noise_sd'))} | {row['n_trials']} | "
                 + {True: "yes", False: "no", None: "-"}[row["bracketed"]]
                 + " |"
             )
