@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+import yaml
+
 
 def main() -> None:
     results = Path(sys.argv[1] if len(sys.argv) > 1 else "results")
@@ -22,10 +24,14 @@ def main() -> None:
         "| study | question | verdict per variant: alpha [90% interval] | best loss at the largest scale | wall |"
     )
     print("|---|---|---|---|---|")
-    for wall_file in sorted(evidence.glob("*.wall")):
-        study = wall_file.stem
+    for study in sorted((f.stem for f in evidence.glob("*.wall")), key=_order):
+        wall_file = evidence / f"{study}.wall"
         spec = json.loads((results / study / "study.json").read_text())
-        wall = wall_file.read_text().split(",")[0]
+        source = Path("studies") / f"{study}.yaml"  # the current wording, if the study file is here
+        description = (
+            yaml.safe_load(source.read_text())["description"] if source.exists() else spec["description"]
+        )
+        wall = _minutes(wall_file.read_text().split(",")[0])
         verify_file = evidence / f"{study}.verify.json"
         rows = (
             json.loads(verify_file.read_text()) if verify_file.exists() and verify_file.stat().st_size else []
@@ -33,8 +39,9 @@ def main() -> None:
         if not rows:
             best = json.loads((evidence / f"{study}.best.json").read_text())
             top = min(best, key=lambda r: r["objective"]) if best else None
-            summary = f"best {top['best']} at {top['objective']:.3f}" if top else "no result"
-            print(f"| {study} | {spec['description']} | {summary} | | {wall} |")
+            values = ", ".join(f"{k} {v:.3g}" for k, v in top["best"].items()) if top else ""
+            summary = f"best {values} at {top['objective']:.3f}" if top else "no result"
+            print(f"| {study} | {description} | {summary} | | {wall} |")
             continue
         for hparam in dict.fromkeys(r["hparam"] for r in rows):
             verdicts, losses = [], []
@@ -45,8 +52,23 @@ def main() -> None:
                 verdicts.append(f"{row['variant']}: **{row['verdict']}** {alpha}{interval}")
                 last = (row.get("best_loss") or [None])[-1]
                 losses.append(f"{row['variant']} {last:.3f}" if last is not None else f"{row['variant']} -")
-            question = spec["description"] + (f" ({hparam})" if len(rows) > 2 else "")
+            several = len({r["hparam"] for r in rows}) > 1
+            question = description + (f" ({hparam})" if several else "")
             print(f"| {study} | {question} | {'; '.join(verdicts)} | {', '.join(losses)} | {wall} |")
+
+
+ORDER = ["lr_width", "lr_depth", "tune_base", "transfer_target", "everett_width", "embed_lr_width",
+         "mup_ablation", "steps_transfer", "warmup_width", "gradclip_width", "multipliers_width"]  # fmt: skip
+
+
+def _order(study: str) -> tuple[int, str]:
+    return (ORDER.index(study) if study in ORDER else len(ORDER), study)
+
+
+def _minutes(text: str) -> str:
+    """ "1831 s" -> "30 min 31 s"."""
+    seconds = int(text.split()[0])
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
 
 
 if __name__ == "__main__":
