@@ -124,7 +124,10 @@ def plot_loss_vs_hparam(
 
     plt = _pyplot()
     variants = list(dict.fromkeys(trials["variant"]))
-    fig, axes = plt.subplots(1, len(variants), figsize=(4.6 * len(variants), 4.0), squeeze=False, sharey=True)
+    # At least 7 inches wide: the title names the study, the key and the axis, and a single panel is narrower.
+    fig, axes = plt.subplots(
+        1, len(variants), figsize=(max(4.6 * len(variants), 7.0), 4.0), squeeze=False, sharey=True
+    )
     scales = sorted(float(s) for s in trials[axis].dropna().unique())
     cmap = plt.get_cmap("viridis")
     colours = {s: cmap(0.1 + 0.8 * i / max(len(scales) - 1, 1)) for i, s in enumerate(scales)}
