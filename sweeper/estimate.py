@@ -354,6 +354,8 @@ def estimate_study(
         if not r.work
     }
     needed = {shape_key(c): c for r in rows for c, n in r.work if n > 0}
+    from trainers.precision import cache_dir, write_json_atomic
+
     cache_path = cache_dir() / CACHE_FILE
     cache = _read_cache(cache_path)
     timings: dict[str, ShapeTiming] = {}
@@ -378,7 +380,9 @@ def estimate_study(
             except (ConfigError, OSError, RuntimeError) as err:
                 raise EstimateUnavailable(_one_line(err)) from None
             cache["shapes"][_entry_key(config, key)] = {"shape": json.loads(key), **asdict(timings[key])}
-            _write_cache(cache_path, cache)  # after each shape: an interrupted measurement keeps its part
+            write_json_atomic(
+                cache_path, cache
+            )  # after each shape: an interrupted measurement keeps its part
 
     at_once = concurrency(study, max_concurrent)
     side = min(at_once, max(1, math.ceil(_parallel_width(study, rows))))
@@ -662,7 +666,9 @@ def side_by_side_factors(
             "measured_at": datetime.date.today().isoformat(),
             "load": round(load, 2),
         }
-    _write_cache(cache_path, cache)
+    from trainers.precision import write_json_atomic
+
+    write_json_atomic(cache_path, cache)
     return found
 
 
@@ -777,12 +783,6 @@ def describe_machine(device: str) -> str:
     return f"{cpu_name()}, {torch.backends.cpu.get_cpu_capability()}"
 
 
-def cache_dir() -> Path:
-    from trainers.precision import cache_dir as shared
-
-    return shared()
-
-
 def _entry_key(config: TrainConfig, what: str) -> str:
     """The cache key of a measurement of `what` on this machine (config.device says which part of it)."""
     machine = machine_key(config.device)
@@ -810,12 +810,6 @@ def _read_cache(path: Path) -> dict:
         "shapes": data.get("shapes", {}),
         "side_by_side": data.get("side_by_side", {}),
     }
-
-
-def _write_cache(path: Path, data: dict) -> None:
-    from trainers.precision import _write_cache as atomic_write_json
-
-    atomic_write_json(path, data)
 
 
 def _load_per_core() -> float:

@@ -54,7 +54,7 @@ def load_corpus(
     spec: str = "builtin", vocab_size: int | None = None, cache_dir: str | Path | None = None
 ) -> Corpus:
     """Resolve `spec` to a corpus; build its train/val cache on first use."""
-    cache_root = _cache_root(cache_dir)
+    cache_root = resolve_cache_dir(cache_dir)
     if spec == "builtin":
         source = _builtin_path()
         train, val, _ = _cached_split("builtin", [source], lambda: _builtin_blocks(source), cache_root)
@@ -252,7 +252,9 @@ def _token_vocab(name: str, max_token: int, vocab_size: int | None) -> int:
 # --- cache -------------------------------------------------------------------------------------------
 
 
-def _cache_root(cache_dir: str | Path | None) -> Path:
+def resolve_cache_dir(cache_dir: str | Path | None = None) -> Path:
+    """sweeper's cache folder (corpus splits, measurements): `cache_dir`, else $SWEEPER_CACHE, else
+    ~/.cache/sweeper."""
     if cache_dir is None:
         cache_dir = os.environ.get("SWEEPER_CACHE") or "~/.cache/sweeper"
     return Path(cache_dir).expanduser()

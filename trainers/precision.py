@@ -94,7 +94,9 @@ def cpu_name() -> str:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("SWEEPER_CACHE") or Path.home() / ".cache" / "sweeper")
+    from trainers.data import resolve_cache_dir
+
+    return resolve_cache_dir()
 
 
 def cpu_bf16_probe() -> CpuBf16Probe:
@@ -115,7 +117,7 @@ def cpu_bf16_probe() -> CpuBf16Probe:
             pass  # an entry of another format: measure again
     probe = CpuBf16Probe(**key, fp32_s=_time_matmul(False), bf16_s=_time_matmul(True))
     cached[name] = asdict(probe)
-    _write_cache(path, cached)
+    write_json_atomic(path, cached)
     return probe
 
 
@@ -145,7 +147,7 @@ def _read_cache(path: Path) -> dict:
         return {}
 
 
-def _write_cache(path: Path, data: dict) -> None:
+def write_json_atomic(path: Path, data: dict) -> None:
     """Atomic (temp file, rename); a read-only home just means measuring again next time."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
