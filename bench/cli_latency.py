@@ -59,7 +59,7 @@ def synthetic_store(root: Path, n: int = 10_000) -> None:
     store = ResultsStore(root, "big")
     store.dir.mkdir(parents=True)
     pd.DataFrame(rows[:n]).to_parquet(store.trials_path, index=False)
-    store.write_spec(
+    store.write_study_record(
         {
             "name": "big",
             "scale_keys": ["width"],

@@ -1,4 +1,4 @@
-"""From a table of trials to optima: pure functions over DataFrames (analysis.md).
+"""From a table of trials to optima: pure functions over DataFrames (docs/analysis.md).
 
 Seeds are averaged first; diverged trials count as +inf ("too high"), never vanish; trials stopped early by
 ASHA and failed trials are left out of optima. The optimum of a (variant, scale point) is the argmin of the
@@ -22,8 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sweeper.objective import Objective, seed_mean, seed_sem
+from sweeper.record import NOISE_Z, StudyRecord
+from sweeper.store import plain
+
 COUNTED = ("completed", "diverged")
-NOISE_Z = 2.0  # the default of search.noise_z
 
 
 def pooled_sd(settings: Iterable[Sequence[float]]) -> tuple[float | None, int]:
@@ -55,24 +58,17 @@ def seed_means(trials: pd.DataFrame, mode: str = "min") -> pd.DataFrame:
         return pd.DataFrame(
             columns=["variant", "scale_point", "swept", "loss", "sem", "n_seeds", "n_diverged"]
         )
-    sign = 1.0 if mode == "min" else -1.0
-    counted["loss"] = [
-        sign * o if status == "completed" and o is not None and math.isfinite(o) else math.inf
-        for status, o in zip(counted["status"], counted["objective"], strict=True)
-    ]
+    counted["loss"] = Objective(mode=mode).trial_losses(counted["status"], counted["objective"])
     rows = []
     for (variant, point, swept), group in counted.groupby(["variant", "scale_point", "swept"], sort=False):
         losses = group["loss"].to_numpy(dtype=float)
-        finite = np.isfinite(losses).all()
-        mean = float(losses.mean()) if finite else math.inf
-        sem = float(losses.std(ddof=1) / math.sqrt(len(losses))) if finite and len(losses) > 1 else math.nan
         rows.append(
             {
                 "variant": variant,
                 "scale_point": point,
                 "swept": swept,
-                "loss": mean,
-                "sem": sem,
+                "loss": seed_mean(losses),
+                "sem": seed_sem(losses),
                 "n_seeds": len(losses),
                 "n_diverged": int((~np.isfinite(losses)).sum()),
             }
@@ -125,10 +121,10 @@ def optimum(points: pd.DataFrame, swept_keys: list[str]) -> dict[str, Any]:
 
 
 def optimum_table(
-    trials: pd.DataFrame, spec: dict[str, Any], samples: int | None = None
+    trials: pd.DataFrame, spec: StudyRecord | dict[str, Any], samples: int | None = None
 ) -> list[dict[str, Any]]:
     """Per (variant, scale point): the best setting, its objective, the number of trials, bracketing and
-    the refined optimum. `spec` is the store's study.json (scale_keys, swept_keys, objective, search).
+    the refined optimum. `spec` is the store's study record (scale_keys, swept_keys, objective, search).
 
     Its uncertainty: `noise_sd`, the seed sd pooled over the variant's settings with two or more seeds
     (`noise_df` degrees of freedom; `noise_sd_point` from this point's settings alone); `within_noise`,
@@ -136,11 +132,11 @@ def optimum_table(
     `optimum_interval`, a 90% interval of the refined optimum of a positive numeric swept key, from
     redrawing every setting's seed mean with the pooled seed noise (`draw_curves`). The three are null
     where no setting of the variant has two seeds that finished."""
-    scale_keys, swept_keys = spec.get("scale_keys", []), spec.get("swept_keys", [])
-    mode = spec.get("objective", {}).get("mode", "min")
-    z = float((spec.get("search") or {}).get("noise_z", NOISE_Z))
-    means = seed_means(trials, mode)
-    seeds = setting_losses(trials, mode)
+    record = StudyRecord.of(spec)
+    scale_keys, swept_keys = record.scale_keys, record.swept_keys
+    objective_rule, z = record.objective, record.search.noise_z
+    means = seed_means(trials, objective_rule.mode)
+    seeds = setting_losses(trials, objective_rule.mode)
     noise = {
         variant: pooled_sd(losses for (v, _, _), losses in seeds.items() if v == variant)
         for variant in dict.fromkeys(means["variant"])
@@ -150,15 +146,14 @@ def optimum_table(
         sample = trials[(trials["variant"] == variant) & (trials["scale_point"] == point)]
         row: dict[str, Any] = {"variant": variant}
         for key in scale_keys:
-            value = sample[key].iloc[0]
-            row[key] = value.item() if hasattr(value, "item") else value
+            row[key] = plain(sample[key].iloc[0])
         found = optimum(group, swept_keys)
         objective = found["objective"]
         sd, df = noise[variant]
         at_point = {swept: seeds[(variant, point, swept)] for swept in group["swept"]}
         row.update(
             best=found["best"],
-            objective=(objective if mode == "min" else -objective) if math.isfinite(objective) else None,
+            objective=objective_rule.objective(objective),
             n_trials=len(sample),
             bracketed=found["bracketed"],
             refined=found["refined"],
@@ -178,16 +173,11 @@ def setting_losses(trials: pd.DataFrame, mode: str = "min") -> dict[tuple[str, s
     """(variant, scale point, swept JSON) -> the per-seed losses, oriented for minimisation, +inf for a
     diverged seed."""
     counted = trials[trials["status"].isin(COUNTED)]
-    sign = 1.0 if mode == "min" else -1.0
-    out = {}
-    for key, group in counted.groupby(["variant", "scale_point", "swept"], sort=False):
-        out[key] = np.array(
-            [
-                sign * o if s == "completed" and o is not None and math.isfinite(o) else math.inf
-                for s, o in zip(group["status"], group["objective"], strict=True)
-            ]
-        )
-    return out
+    rule = Objective(mode=mode)
+    return {
+        key: rule.trial_losses(group["status"], group["objective"])
+        for key, group in counted.groupby(["variant", "scale_point", "swept"], sort=False)
+    }
 
 
 def _within_noise_settings(points: pd.DataFrame, sd: float | None, z: float) -> list[dict[str, Any]] | None:
@@ -231,7 +221,7 @@ def _sortable(value: Any) -> tuple:
     return (0, value, "") if isinstance(value, int | float) else (1, 0, str(value))
 
 
-# --- optimum versus scale (analysis.md sections 2-4) --------------------------------------------------------
+# --- optimum versus scale (docs/analysis.md sections 5-7) ----------------------------------------------
 
 BOOTSTRAP_SAMPLES = 1000
 CI_LEVEL = 0.90
@@ -249,18 +239,13 @@ Cell = tuple[float, float, np.ndarray]  # (scale, log2 value of the hparam, per-
 def loss_cells(trials: pd.DataFrame, variant: str, axis: str, hparam: str, mode: str) -> list[Cell]:
     """One cell per (scale, setting of the swept keys): its per-seed losses (+inf for a diverged seed)."""
     rows = trials[(trials["variant"] == variant) & trials["status"].isin(COUNTED)]
-    sign = 1.0 if mode == "min" else -1.0
+    rule = Objective(mode=mode)
     cells = []
     for (scale, swept), cell in rows.groupby([axis, "swept"]):
         value = json.loads(swept).get(hparam)
         if not isinstance(value, int | float) or value <= 0:
             continue
-        losses = np.array(
-            [
-                sign * o if s == "completed" and o is not None and math.isfinite(o) else math.inf
-                for s, o in zip(cell["status"], cell["objective"], strict=True)
-            ]
-        )
+        losses = rule.trial_losses(cell["status"], cell["objective"])
         cells.append((float(scale), math.log2(float(value)), losses))
     return cells
 
@@ -275,23 +260,17 @@ def curves_from_cells(
     for scale, key, losses in cells:
         if rng is not None and len(losses) > 1:
             losses = losses[rng.integers(0, len(losses), len(losses))]
-        mean = float(losses.mean()) if np.isfinite(losses).all() else math.inf
+        mean = seed_mean(losses)
         curve = curves.setdefault(scale, {})
         curve[key] = min(curve.get(key, math.inf), mean)
     return curves
-
-
-def point_curves(
-    trials: pd.DataFrame, variant: str, axis: str, hparam: str, mode: str
-) -> dict[float, dict[float, float]]:
-    return curves_from_cells(loss_cells(trials, variant, axis, hparam, mode))
 
 
 def curve_counts(cells: list[Cell]) -> dict[float, dict[float, int]]:
     """Per scale: log2(hparam) -> seeds of the setting that `curves_from_cells` profiles to there."""
     best: dict[float, dict[float, tuple[float, int]]] = {}
     for scale, key, losses in cells:
-        mean = float(losses.mean()) if np.isfinite(losses).all() else math.inf
+        mean = seed_mean(losses)
         current = best.setdefault(scale, {}).get(key)
         if current is None or mean < current[0]:
             best[scale][key] = (mean, len(losses))
@@ -620,7 +599,7 @@ def _precision_note(trials: pd.DataFrame, variant: str) -> str | None:
 def verdict(
     fit: TransferFit, tol: float = 0.25, regret_threshold: float = REGRET_THRESHOLD
 ) -> tuple[str, list[str]]:
-    """transfers | shifts | inconclusive, with the reasons (analysis.md section 4). A shift is claimed
+    """transfers | shifts | inconclusive, with the reasons (docs/analysis.md section 7). A shift is claimed
     only when seed noise cannot explain it: not when a line with a slope within ±tol passes through every
     bracketed point's values within noise of its best."""
     reasons: list[str] = list(fit.notes)
@@ -719,15 +698,15 @@ def _noise_reason(fit: TransferFit) -> str | None:
 
 def verify_rows(
     trials: pd.DataFrame,
-    spec: dict[str, Any],
+    spec: StudyRecord | dict[str, Any],
     axis: str = "width",
     tol: float = 0.25,
     samples: int = BOOTSTRAP_SAMPLES,
 ) -> list[dict[str, Any]]:
     """`sweeper verify --json`: per variant (and per value of any other scale axis) and swept key."""
-    mode = spec.get("objective", {}).get("mode", "min")
-    z = float((spec.get("search") or {}).get("noise_z", NOISE_Z))
-    others = [k for k in spec.get("scale_keys", []) if k != axis]
+    record = StudyRecord.of(spec)
+    mode, z = record.objective.mode, record.search.noise_z
+    others = [k for k in record.scale_keys if k != axis]
     rows = []
     for variant in dict.fromkeys(trials["variant"]):
         subset = trials[trials["variant"] == variant]
@@ -736,20 +715,16 @@ def verify_rows(
             part = subset
             for key, value in combo.items():
                 part = part[part[key] == value]
-            for hparam in spec.get("swept_keys", []):
+            for hparam in record.swept_keys:
                 fit = transfer_fit(part, variant, axis, hparam, mode, samples=samples, z=z)
                 name, reasons = verdict(fit, tol)
-                row = _verify_row(fit, name, reasons, {k: _plain(v) for k, v in combo.items()})
+                row = _verify_row(fit, name, reasons, {k: plain(v) for k, v in combo.items()})
                 row["noise_limited"] = name == "inconclusive" and noise_limited(fit, tol)
                 rows.append(row)
     return rows
 
 
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
-
-
-def _num(value: float | None) -> float | None:
+def _finite_or_none(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
@@ -758,28 +733,59 @@ def _verify_row(fit: TransferFit, name: str, reasons: list[str], at: dict[str, A
         "variant": fit.variant,
         "axis": fit.axis,
         "hparam": fit.hparam,
-        "alpha": _num(fit.alpha),
+        "alpha": _finite_or_none(fit.alpha),
         "alpha_ci": list(fit.alpha_ci) if fit.alpha_ci else None,
-        "drift_octaves": _num(fit.drift_octaves),
-        "regret_abs": _num(fit.regret_abs)
+        "drift_octaves": _finite_or_none(fit.drift_octaves),
+        "regret_abs": _finite_or_none(fit.regret_abs)
         if fit.regret_abs is None or math.isfinite(fit.regret_abs)
         else None,
-        "regret_rel": _num(fit.regret_rel),
+        "regret_rel": _finite_or_none(fit.regret_rel),
         "bracketed_all": fit.bracketed_all,
         "verdict": name,
         "reasons": reasons,
         "at": at,
         "scales": fit.scales,
         "optimum_log2": [o["log2_opt"] for o in fit.optima],
-        "best_loss": [_num(o["loss"]) for o in fit.optima],
+        "best_loss": [_finite_or_none(o["loss"]) for o in fit.optima],
         "bracketed": [o["bracketed"] for o in fit.optima],
-        "fit_rms_octaves": _num(fit.fit_rms),
-        "leave_largest_out_error_octaves": _num(fit.leave_largest_out_error),
+        "fit_rms_octaves": _finite_or_none(fit.fit_rms),
+        "leave_largest_out_error_octaves": _finite_or_none(fit.leave_largest_out_error),
         "basin_width_octaves": fit.basin_width,
-        "penalty_2x": [_num(p) for p in fit.penalty_2x],
-        "penalty_4x": [_num(p) for p in fit.penalty_4x],
-        "noise_sd": _num(fit.noise_sd),
+        "penalty_2x": [_finite_or_none(p) for p in fit.penalty_2x],
+        "penalty_4x": [_finite_or_none(p) for p in fit.penalty_4x],
+        "noise_sd": _finite_or_none(fit.noise_sd),
         "noise_df": fit.noise_df,
         "within_noise_octaves": [fit.noise_span(i) for i in range(len(fit.scales))],
         "noise_slopes": list(fit.noise_slopes) if fit.noise_slopes else None,
     }
+
+
+def extrapolation_rows(
+    trials: pd.DataFrame, spec: StudyRecord | dict[str, Any], axis: str, target: float
+) -> list[dict[str, Any]]:
+    """`sweeper best --<axis> <target> --json`: per variant and swept key, the optimum extrapolated to
+    `target` from the power-law fit of the study's optima, with its 90% interval and the verdict."""
+    record = StudyRecord.of(spec)
+    rows = []
+    for variant in dict.fromkeys(trials["variant"]) if "variant" in trials.columns else []:
+        for hparam in record.swept_keys:
+            fit = transfer_fit(trials, variant, axis, hparam, record.objective.mode, z=record.search.noise_z)
+            name, reasons = verdict(fit)
+            row = {
+                "variant": variant,
+                "axis": axis,
+                "target": target,
+                "hparam": hparam,
+                "value": None,
+                "interval": None,
+                "alpha": fit.alpha,
+                "alpha_ci": list(fit.alpha_ci) if fit.alpha_ci else None,
+                "verdict": name,
+                "reasons": reasons,
+            }
+            if fit.alpha is not None:
+                centre, interval = fit.predict(target)
+                row["value"] = 2.0**centre
+                row["interval"] = [2.0 ** interval[0], 2.0 ** interval[1]] if interval else None
+            rows.append(row)
+    return rows

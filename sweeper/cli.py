@@ -209,10 +209,10 @@ def run(
     Exit status 0 when the study is complete, 130 when interrupted (rerun the same command to resume),
     1 when the study's pre-flight coordinate check fails (without --force), 2 on bad input.
     """
-    from sweeper import session
+    from sweeper.run import run as run_study
 
     with user_errors():
-        code = session.run(
+        code = run_study(
             study,
             results,
             address=address,
@@ -261,7 +261,7 @@ def status(
     with user_errors():
         store = open_store(results, study)
     statuses = list(store.statuses().values())
-    counts = {"study": study, "planned": store.spec().get("planned")}
+    counts = {"study": study, "planned": store.study_record().planned}
     counts.update({s: statuses.count(s) for s in STATUSES})
     counts["total"] = len(statuses)
     definitions = store.definition_counts()
@@ -291,20 +291,28 @@ def best(
     """
     with user_errors():
         store = open_store(results, study)
-        target = parse_target(ctx.args, store.spec().get("scale_keys", []))
+        record = store.study_record()
+        target = parse_target(ctx.args, record.scale_keys)
+    if target is not None:
+        from sweeper.analysis import extrapolation_rows
+
+        rows = extrapolation_rows(store.current_trials(), record, *target)
+        if json_out:
+            sys.stdout.write(json.dumps(rows) + "\n")
+            return
+        from sweeper.display import print_extrapolation
+
+        print_extrapolation(rows)
+        return
     from sweeper.analysis import optimum_table
 
-    spec = store.spec()
-    if target is not None:
-        print_extrapolation(store, spec, *target, json_out)
-        return
-    rows = optimum_table(store.current_trials(), spec)
+    rows = optimum_table(store.current_trials(), record)
     if json_out:
         sys.stdout.write(json.dumps(rows, default=_json_default) + "\n")
         return
     from sweeper.display import print_best_table
 
-    print_best_table(rows, spec.get("scale_keys", []))
+    print_best_table(rows, record.scale_keys)
 
 
 def parse_target(args: list[str], scale_keys: list[str]) -> tuple[str, float] | None:
@@ -331,49 +339,6 @@ def parse_target(args: list[str], scale_keys: list[str]) -> tuple[str, float] | 
     return axis, value
 
 
-def print_extrapolation(store, spec: dict, axis: str, target: float, json_out: bool) -> None:
-    from sweeper.analysis import transfer_fit, verdict
-
-    trials = store.current_trials()
-    mode = spec.get("objective", {}).get("mode", "min")
-    rows = []
-    for variant in dict.fromkeys(trials["variant"]):
-        for hparam in spec.get("swept_keys", []):
-            fit = transfer_fit(trials, variant, axis, hparam, mode)
-            name, reasons = verdict(fit)
-            row = {
-                "variant": variant,
-                "axis": axis,
-                "target": target,
-                "hparam": hparam,
-                "value": None,
-                "interval": None,
-                "alpha": fit.alpha,
-                "alpha_ci": list(fit.alpha_ci) if fit.alpha_ci else None,
-                "verdict": name,
-                "reasons": reasons,
-            }
-            if fit.alpha is not None:
-                centre, interval = fit.predict(target)
-                row["value"] = 2.0**centre
-                row["interval"] = [2.0 ** interval[0], 2.0 ** interval[1]] if interval else None
-            rows.append(row)
-    if json_out:
-        sys.stdout.write(json.dumps(rows) + "\n")
-        return
-    for row in rows:
-        if row["value"] is None:
-            typer.echo(
-                f"{row['variant']}: {row['hparam']} at {axis}={target:g}: no fit ({'; '.join(row['reasons'])})"
-            )
-            continue
-        lo, hi = row["interval"] or (row["value"], row["value"])
-        typer.echo(
-            f"{row['variant']}: {row['hparam']} at {axis}={target:g}: {row['value']:.3g} "
-            f"(90% interval {lo:.3g} .. {hi:.3g}); alpha {row['alpha']:+.2f}, verdict {row['verdict']}"
-        )
-
-
 @app.command()
 def verify(
     study: StudyOption,
@@ -397,15 +362,15 @@ def verify(
 
     with user_errors():
         store = open_store(results, study)
-        spec = store.spec()
-        if axis not in spec.get("scale_keys", []):
+        record = store.study_record()
+        if axis not in record.scale_keys:
             raise ConfigError(
                 f"--axis {axis!r}: not a scale axis of study {study!r}; its axes: "
-                f"{', '.join(spec.get('scale_keys', [])) or 'none'}"
+                f"{', '.join(record.scale_keys) or 'none'}"
             )
     from sweeper.analysis import verify_rows
 
-    rows = verify_rows(store.current_trials(), spec, axis=axis, tol=tol)
+    rows = verify_rows(store.current_trials(), record, axis=axis, tol=tol)
     if json_out:
         sys.stdout.write(json.dumps(rows) + "\n")
         return
@@ -431,25 +396,13 @@ def report(
 
     with user_errors():
         store = open_store(results, study)
-        spec = store.spec()
-        if axis is not None and axis not in spec.get("scale_keys", []):
+        record = store.study_record()
+        if axis is not None and axis not in record.scale_keys:
             raise ConfigError(f"--axis {axis!r}: not a scale axis of study {study!r}")
     from sweeper.report import build_report
+    from sweeper.tracking import study_tracker
 
-    tracker = None
-    wandb_spec = spec.get("spec", {}).get("wandb", {})
-    if not no_wandb and wandb_spec.get("mode", "offline") != "disabled":
-        from sweeper.tracking import Tracker, WandbSettings
-
-        tracker = Tracker(
-            WandbSettings(
-                project=wandb_spec.get("project", "sweeper"),
-                entity=wandb_spec.get("entity"),
-                mode=wandb_spec.get("mode", "offline"),
-                dir=store.dir,
-            ),
-            study,
-        )
+    tracker = study_tracker(record.wandb, store.dir, study, disabled=no_wandb)
     try:
         path = build_report(store, out or store.dir / "report", axis=axis, tracker=tracker)
     finally:
@@ -482,7 +435,7 @@ def list_studies(results: ResultsOption = Path("results"), json_out: JsonOption 
                     "study": folder.name,
                     "trials": len(statuses),
                     **{s: statuses.count(s) for s in STATUSES},
-                    "planned": store.spec().get("planned"),
+                    "planned": store.study_record().planned,
                 }
             )
     if json_out:

@@ -19,8 +19,8 @@ def stdout_console() -> Console:
     return console if console.is_terminal else Console(width=200)
 
 
-def _fmt(value: float | None, spec: str = ".4f") -> str:
-    return "-" if value is None else format(value, spec)
+def _fmt(value: float | None, fmt: str = ".4f") -> str:
+    return "-" if value is None else format(value, fmt)
 
 
 class TrainProgress:
@@ -86,7 +86,7 @@ def print_train_summary(cfg: Any, summary: dict[str, Any]) -> None:
     stdout_console().print(table)
 
 
-def _num(value: float) -> str:
+def _param_value_text(value: float) -> str:
     if value == 0:
         return "0"
     if 0.01 <= abs(value) < 1000:
@@ -108,10 +108,10 @@ def print_params_table(cfg: Any, rows: list[dict[str, Any]], notes: list[str]) -
             str(row["fan_in"]),
             str(row["fan_out"]),
             f"{row['width_mult']:g}",
-            _num(row["init_std"]),
-            _num(row["multiplier"]),
-            _num(row["lr"]),
-            _num(row["weight_decay"]),
+            _param_value_text(row["init_std"]),
+            _param_value_text(row["multiplier"]),
+            _param_value_text(row["lr"]),
+            _param_value_text(row["weight_decay"]),
             "tied" if row["tied"] else "",
         )
     stdout_console().print(table)
@@ -159,14 +159,15 @@ class StudyDisplay:
         self.live.__exit__(*exc)
         stderr.print()
 
-    def update(self, recorder: Any) -> None:
-        self.live.update(self._render(recorder))
+    def update(self, progress: Any) -> None:
+        """Show a `sweeper.recorder.Progress`."""
+        self.live.update(self._render(progress))
 
-    def _render(self, recorder: Any) -> Any:
+    def _render(self, progress: Any) -> Any:
         from rich.console import Group
         from rich.text import Text
 
-        counts = recorder.counts if recorder is not None else None
+        counts = progress.counts if progress is not None else None
         done = counts.done if counts else 0
         to_run = None if self.planned is None else max(self.planned - self.skipped, 0)
         elapsed = time.time() - self.start
@@ -182,7 +183,7 @@ class StudyDisplay:
             f"stopped {counts.stopped}  " if counts and counts.stopped else "",
             f"already in store {self.skipped}  elapsed {_duration(elapsed)}{eta}",
         )
-        if recorder is None or not recorder.best:
+        if progress is None or not progress.best:
             return line
         table = Table(title="best so far", title_justify="left", show_edge=False, pad_edge=False)
         table.add_column("variant")
@@ -190,7 +191,7 @@ class StudyDisplay:
         table.add_column("objective", justify="right")
         table.add_column("setting")
         for (variant, point), (_, best) in sorted(
-            recorder.best.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))
+            progress.best.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))
         ):
             setting = ", ".join(f"{k}={_short(v)}" for k, v in best.items() if k != "objective")
             table.add_row(
@@ -332,3 +333,17 @@ def print_verify(rows: list[dict[str, Any]]) -> None:
         for reason in row["reasons"]:
             console.print(f"  - {reason}")
         console.print()
+
+
+def print_extrapolation(rows: list[dict[str, Any]]) -> None:
+    """`sweeper best --<axis> <target>`: one line per variant and swept key."""
+    for row in rows:
+        where = f"{row['hparam']} at {row['axis']}={row['target']:g}"
+        if row["value"] is None:
+            print(f"{row['variant']}: {where}: no fit ({'; '.join(row['reasons'])})")
+            continue
+        lo, hi = row["interval"] or (row["value"], row["value"])
+        print(
+            f"{row['variant']}: {where}: {row['value']:.3g} (90% interval {lo:.3g} .. {hi:.3g}); "
+            f"alpha {row['alpha']:+.2f}, verdict {row['verdict']}"
+        )

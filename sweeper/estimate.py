@@ -47,8 +47,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sweeper.identity import definition_fingerprint
 from sweeper.store import ResultsStore, point_label
-from sweeper.study import Study, definition_fingerprint
+from sweeper.study import Study
 from trainers.config import ConfigError, TrainConfig
 
 # bench/orchestration_overhead.py on 2 cores: 0.15 s per trial beyond the trials' own time, 0.66 s with
@@ -208,18 +209,16 @@ def format_duration(seconds: float) -> str:
 
 
 def trial_threads(study: Study) -> int:
-    """The torch threads a trial gets (as `runner.run_study` hands them out)."""
+    """The torch threads a trial gets (as `execute.run_study` hands them out)."""
     return max(1, int(study.resources.cpu))
 
 
-def plan_rows(
-    study: Study, inherited: dict[str, dict], store: ResultsStore, rerun_failed: bool = False
-) -> list[PlanRow]:
+def plan_rows(study: Study, store: ResultsStore, rerun_failed: bool = False) -> list[PlanRow]:
     """Per (variant, scale point): trials planned, in the store, to run; no torch needed."""
     done = store.done_ids(rerun_failed)
     if study.search.method == "grid":
         groups: dict[tuple, list] = {}
-        for t in study.grid_trials(inherited):
+        for t in study.grid_trials():
             groups.setdefault((t.variant, tuple(t.scale.items())), []).append(t)
         rows = []
         for (variant, point), items in groups.items():
@@ -238,7 +237,7 @@ def plan_rows(
         return rows
     adaptive = study.search.method == "adaptive"
     per_group = adaptive_trials(study) if adaptive else study.search.num_samples * len(study.seeds)
-    stored = _stored_per_group(study, inherited, store, done)
+    stored = _stored_per_group(study, store, done)
     probe = study.probe_params()
     rows = []
     for variant in study.variants:
@@ -246,7 +245,7 @@ def plan_rows(
             have = stored.get((variant, point_label(point)), 0)
             left = per_group - have
             left = 0 if left < 0.5 else left  # an adaptive guess: under half a trial left is none
-            config = study.trial_config(variant, point, probe, study.seeds[0], inherited.get(variant))
+            config = study.trial_config(variant, point, probe, study.seeds[0])
             rows.append(
                 PlanRow(variant, point, per_group, have, left, adaptive, [(config, left)] if left else [])
             )
@@ -265,14 +264,12 @@ def _adaptive_waves(study: Study) -> float:
     return ADAPTIVE_TRIALS_PER_SEED - (ADAPTIVE_FIRST_WAVE - 1) + extra
 
 
-def _stored_per_group(
-    study: Study, inherited: dict[str, dict], store: ResultsStore, done: set[str]
-) -> dict[tuple[str, str], int]:
+def _stored_per_group(study: Study, store: ResultsStore, done: set[str]) -> dict[tuple[str, str], int]:
     """Stored trials not to run again, of each variant's current definition, per (variant, point label)."""
     frame = store.trials()
     if frame.empty or "variant" not in frame.columns:
         return {}
-    prints = study.variant_fingerprints(inherited)
+    prints = study.variant_fingerprints()
     counts: Counter[tuple[str, str]] = Counter()
     for row in frame.to_dict("records"):
         if row["trial_id"] not in done or row["variant"] not in prints:
@@ -295,7 +292,7 @@ def concurrency(
     study: Study, max_concurrent: int | None = None, cores: int | None = None, gpus: int | None = None
 ) -> int:
     """Trials at once on this machine: what Ray fits of `resources` (sized to os.cpu_count() cores and
-    the local GPUs, as `runner.start_ray` sizes it), capped by --max-concurrent or the study's."""
+    the local GPUs, as `local_ray.start` sizes it), capped by --max-concurrent or the study's."""
     cores = (os.cpu_count() or 1) if cores is None else cores
     fit = max(1, math.floor(cores / study.resources.cpu + 1e-9))
     if study.resources.gpu:
@@ -324,7 +321,6 @@ def _parallel_width(study: Study, rows: list[PlanRow]) -> float:
 
 def estimate_study(
     study: Study,
-    inherited: dict[str, dict] | None,
     store: ResultsStore,
     rerun_failed: bool = False,
     *,
@@ -335,8 +331,7 @@ def estimate_study(
 ) -> StudyEstimate:
     """The study's time on this machine: per row and in total. Raises EstimateUnavailable with the reason
     when its trials cannot run here (no such device, a missing corpus, ...)."""
-    inherited = inherited or {}
-    rows = plan_rows(study, inherited, store, rerun_failed) if rows is None else rows
+    rows = plan_rows(study, store, rerun_failed) if rows is None else rows
     if refresh is None:
         refresh = os.environ.get(REMEASURE_ENV, "") not in ("", "0")
     threads = trial_threads(study)
@@ -345,11 +340,7 @@ def estimate_study(
     # Rows with nothing left to run still show a per-trial time when their shape is in the cache.
     probe = study.probe_params()
     probes = {
-        id(r): as_run(
-            study,
-            study.trial_config(r.variant, r.point, probe, study.seeds[0], inherited.get(r.variant)),
-            threads,
-        )
+        id(r): as_run(study, study.trial_config(r.variant, r.point, probe, study.seeds[0]), threads)
         for r in rows
         if not r.work
     }

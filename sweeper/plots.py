@@ -105,23 +105,26 @@ def _pyplot():
 
 
 def _save(fig, path: str | Path) -> Path:
+    from trainers.atomic import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=130)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=130))
     return path
 
 
 def plot_loss_vs_hparam(
-    trials, spec: dict, axis: str, hparam: str, path: str | Path, verify: list[dict]
+    trials, record: Any, axis: str, hparam: str, path: str | Path, verify: list[dict]
 ) -> Path:
     """The muTransfer figure: loss against log2(hparam), one curve per scale (light to dark), one panel per
     variant, a band of one standard error over seeds, the optimum starred, diverged settings as crosses."""
     import numpy as np
 
-    from sweeper.analysis import COUNTED
+    from sweeper.analysis import loss_cells
+    from sweeper.objective import seed_mean, seed_sem
+    from sweeper.record import StudyRecord
 
+    record = StudyRecord.of(record)
+    rule = record.objective
     plt = _pyplot()
     variants = list(dict.fromkeys(trials["variant"]))
     # At least 7 inches wide: the title names the study, the key and the axis, and a single panel is narrower.
@@ -131,25 +134,24 @@ def plot_loss_vs_hparam(
     scales = sorted(float(s) for s in trials[axis].dropna().unique())
     cmap = plt.get_cmap("viridis")
     colours = {s: cmap(0.1 + 0.8 * i / max(len(scales) - 1, 1)) for i, s in enumerate(scales)}
-    sign = 1.0 if spec.get("objective", {}).get("mode", "min") == "min" else -1.0
+    sign = 1.0 if rule.mode == "min" else -1.0
     finite_all = []
     for ax, variant in zip(axes[0], variants, strict=True):
-        rows = trials[(trials["variant"] == variant) & trials["status"].isin(COUNTED)]
+        cells = loss_cells(trials, variant, axis, hparam, rule.mode)
         fit = next((v for v in verify if v["variant"] == variant and v["hparam"] == hparam), None)
         for scale in scales:
-            at = rows[rows[axis].astype(float) == scale]
-            if at.empty:
+            # Per value of hparam, its best setting of any other swept keys: the curve `verify` fits.
+            best: dict[float, np.ndarray] = {}
+            for at, x, losses in cells:
+                if at == scale and (x not in best or seed_mean(losses) < seed_mean(best[x])):
+                    best[x] = losses
+            if not best:
                 continue
-            xs, means, sems, diverged = [], [], [], []
-            for value, cell in at.groupby(hparam):
-                ok = cell[cell["status"] == "completed"]["objective"].dropna().to_numpy(dtype=float)
-                if len(ok) < len(cell):
-                    diverged.append(np.log2(value))
-                    continue
-                xs.append(np.log2(value))
-                means.append(ok.mean())
-                sems.append(ok.std(ddof=1) / np.sqrt(len(ok)) if len(ok) > 1 else 0.0)
-            xs, means, sems = np.array(xs), np.array(means), np.array(sems)
+            diverged = [x for x in sorted(best) if not np.isfinite(seed_mean(best[x]))]
+            kept = [x for x in sorted(best) if np.isfinite(seed_mean(best[x]))]
+            xs = np.array(kept)
+            means = np.array([rule.objective(seed_mean(best[x])) for x in kept], dtype=float)
+            sems = np.array([np.nan_to_num(seed_sem(best[x])) for x in kept], dtype=float)
             order = np.argsort(xs)
             xs, means, sems = xs[order], means[order], sems[order]
             colour = colours[scale]
@@ -197,10 +199,7 @@ def plot_loss_vs_hparam(
                     markersize=7,
                     markeredgewidth=2,
                 )
-    axes[0][0].set_ylabel(
-        f"{spec.get('objective', {}).get('use', 'final')} "
-        f"{spec.get('objective', {}).get('metric', 'val_loss')}" + ("" if sign > 0 else " (max)")
-    )
+    axes[0][0].set_ylabel(f"{rule.use} {rule.metric}" + ("" if sign > 0 else " (max)"))
     axes[0][-1].legend(
         fontsize=8,
         loc="upper left",
@@ -209,7 +208,7 @@ def plot_loss_vs_hparam(
         title="star: optimum\n(red edge: not bracketed)\nx: diverged",
         title_fontsize=7,
     )
-    fig.suptitle(f"{spec.get('name', '')}: loss against {hparam}, one curve per {axis}", fontsize=11)
+    fig.suptitle(f"{record.name}: loss against {hparam}, one curve per {axis}", fontsize=11)
     fig.tight_layout()
     plt.close(fig)
     return _save(fig, path)

@@ -11,7 +11,8 @@ import pandas as pd
 
 from sweeper.analysis import optimum_table, verify_rows
 from sweeper.display import optimum_interval_text, within_noise_text
-from sweeper.store import ResultsStore, atomic_write_text
+from sweeper.store import ResultsStore
+from trainers.atomic import atomic_write_text
 
 
 def best_trials(trials: pd.DataFrame, axis: str, mode: str) -> pd.DataFrame:
@@ -50,16 +51,10 @@ def steps_ahead(curves: pd.DataFrame, candidate: str, reference: str) -> dict[st
     }
 
 
-def _fmt(value: Any, spec: str = ".4f") -> str:
+def _fmt(value: Any, fmt: str = ".4f") -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
-    return format(value, spec)
-
-
-def _objective_text(spec: dict) -> str:
-    objective = spec.get("objective", {})
-    mode = "lower is better" if objective.get("mode", "min") == "min" else "higher is better"
-    return f"{objective.get('use', 'final')} {objective.get('metric', 'val_loss')} ({mode})"
+    return format(value, fmt)
 
 
 def build_report(store: ResultsStore, out: Path, axis: str | None = None, tracker: Any = None) -> Path:
@@ -70,18 +65,18 @@ def build_report(store: ResultsStore, out: Path, axis: str | None = None, tracke
         plot_optimum_vs_scale,
     )
 
-    spec = store.spec()
+    record = store.study_record()
     trials = store.current_trials()
-    scale_keys = spec.get("scale_keys", [])
+    scale_keys = record.scale_keys
     axis = axis or (scale_keys[0] if scale_keys else None)
-    mode = spec.get("objective", {}).get("mode", "min")
+    mode = record.objective.mode
     out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, Path] = {}
-    verify = verify_rows(trials, spec, axis=axis) if axis else []
+    verify = verify_rows(trials, record, axis=axis) if axis else []
     if axis:
-        for hparam in spec.get("swept_keys", []):
+        for hparam in record.swept_keys:
             figures[f"loss vs {hparam}"] = plot_loss_vs_hparam(
-                trials, spec, axis, hparam, out / f"loss_vs_{hparam}.png", verify
+                trials, record, axis, hparam, out / f"loss_vs_{hparam}.png", verify
             )
         if verify:
             figures["optimum vs scale"] = plot_optimum_vs_scale(verify, out / "optimum_vs_scale.png")
@@ -96,13 +91,13 @@ def build_report(store: ResultsStore, out: Path, axis: str | None = None, tracke
     if coord.exists():
         figures["coordinate check"] = coord
 
-    lines = [f"# {spec.get('name', store.study)}", ""]
-    if spec.get("description"):
-        lines += [spec["description"].strip(), ""]
+    lines = [f"# {record.name or store.study}", ""]
+    if record.description:
+        lines += [record.description.strip(), ""]
     counts = trials["status"].value_counts().to_dict() if not trials.empty else {}
     lines += [
         f"{len(trials)} trials: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + ".",
-        f"Objective: {_objective_text(spec)}. Search: {spec.get('search', {}).get('method', 'grid')}.",
+        f"Objective: {record.objective.describe()}. Search: {record.search.method}.",
         "",
     ]
     if verify:
@@ -126,7 +121,7 @@ def build_report(store: ResultsStore, out: Path, axis: str | None = None, tracke
             lines.append(f"- **{row['variant']}**: " + "; ".join(row["reasons"]))
         lines.append("")
         lines += _comparison(verify, trials, store, axis, mode)
-    table = optimum_table(trials, spec)
+    table = optimum_table(trials, record)
     if table:
         lines += [
             "## Optimum per variant and scale point",

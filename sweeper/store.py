@@ -14,36 +14,19 @@ over the target, so a crash or a kill never leaves a half-written file and a rea
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from sweeper.record import StudyRecord
+from trainers.atomic import atomic_write, atomic_write_json
+
 DONE_STATUSES = ("completed", "diverged", "stopped")  # finished results: never rerun
 STATUSES = (*DONE_STATUSES, "failed")
 TRIALS_FILE = "trials.parquet"
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(tmp) on a temp file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 @cache
@@ -67,6 +50,11 @@ def host() -> str:
     return socket.gethostname()
 
 
+def plain(value: Any) -> Any:
+    """A numpy scalar read from Parquet as the Python value it stands for."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def point_label(scale: dict[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in scale.items()) or "base"
 
@@ -76,6 +64,7 @@ class ResultsStore:
         self.dir = Path(root) / study
         self.study = study
         self._rows: dict[str, dict[str, Any]] | None = None
+        self._record: StudyRecord | None = None
 
     @property
     def trials_path(self) -> Path:
@@ -114,7 +103,7 @@ class ResultsStore:
         variant in study.json); rows of an earlier definition stay in the store but are left out of
         analyses. Rows stored without a fingerprint get theirs from their config on reading."""
         trials = self.trials()
-        prints = self.spec().get("fingerprints") or {}
+        prints = self.study_record().fingerprints
         if trials.empty or not prints or "variant" not in trials.columns:
             return trials
         return trials[self._row_fingerprints(trials) == trials["variant"].map(prints)]
@@ -122,7 +111,7 @@ class ResultsStore:
     def definition_counts(self) -> dict[str, int]:
         """How many stored trials belong to each variant's current definition and how many to older ones."""
         trials = self.trials()
-        prints = self.spec().get("fingerprints") or {}
+        prints = self.study_record().fingerprints
         if trials.empty or "variant" not in trials.columns:
             return {"current": 0, "older": 0}
         if not prints:
@@ -136,10 +125,9 @@ class ResultsStore:
         missing = trials.index if stored is None else trials.index[stored.isna()]
         if len(missing) == 0:
             return stored
-        from sweeper.study import definition_fingerprint
+        from sweeper.identity import definition_fingerprint
 
-        spec = self.spec()
-        varied = [*spec.get("scale_keys", []), *spec.get("swept_keys", [])]
+        varied = self.study_record().varied_keys
         prints = stored.copy() if stored is not None else trials["trial_id"].map(lambda _: None)
         for index in missing:
             try:
@@ -156,9 +144,6 @@ class ResultsStore:
         keep = DONE_STATUSES if rerun_failed else STATUSES
         return {tid for tid, status in self.statuses().items() if status in keep}
 
-    def row(self, trial_id: str) -> dict[str, Any] | None:
-        return self._load_rows().get(trial_id)
-
     def curves(self, trial_ids: Iterable[str] | None = None):
         import pandas as pd
 
@@ -174,13 +159,18 @@ class ResultsStore:
             return pd.DataFrame({"trial_id": pd.Series(dtype=str)})
         return pd.concat(frames, ignore_index=True)
 
-    def spec(self) -> dict[str, Any]:
-        path = self.dir / "study.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+    def study_record(self) -> StudyRecord:
+        """study.json as a typed record (all defaults when there is none yet); read once per store."""
+        if self._record is None:
+            path = self.dir / "study.json"
+            self._record = StudyRecord.of(json.loads(path.read_text()) if path.exists() else None)
+        return self._record
 
     # --- writing (the driver only) ---
-    def write_spec(self, spec: dict[str, Any]) -> None:
-        atomic_write_text(self.dir / "study.json", json.dumps(spec, indent=1, default=str) + "\n")
+    def write_study_record(self, record: StudyRecord | dict[str, Any]) -> None:
+        record = StudyRecord.of(record)
+        atomic_write_json(self.dir / "study.json", record.as_json())
+        self._record = record
 
     def record(self, row: dict[str, Any], curve: list[dict[str, Any]]) -> None:
         """Add or replace one trial: its curve first, then its row in the trial table."""

@@ -6,9 +6,7 @@ from the YAML node the error points at. No torch, Ray or W&B here: the CLI impor
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import math
 import re
 import types
@@ -29,21 +27,16 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from trainers.config import ConfigError, TrainConfig, format_validation_error
+from sweeper.errors import StudyError
+from sweeper.identity import definition_fingerprint, trial_id
+from sweeper.objective import Objective
+from sweeper.yaml_lines import Loc, dotted, line_of, parse_yaml
+from trainers.config import TrainConfig, format_validation_error
 
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 PLAIN_NAME_RULE = "letters, digits, '_', '.', '-', starting with a letter or digit, no '..'"
 SWEEP_KINDS = ("log2_grid", "values", "loguniform", "uniform", "choice")
 MAX_GRID = 1000  # values in one log2_grid; more is almost surely a typo in step
-
-Loc = tuple[str | int, ...]
-
-
-class StudyError(ConfigError):
-    """A user-facing study error: one line naming the file, the line, the field and what is allowed."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(message.splitlines()))
 
 
 def _invalid(msg: str, *where: str | int) -> PydanticCustomError:
@@ -82,19 +75,12 @@ def _first_duplicate(items: list[Any]) -> int | None:
     return None
 
 
-def _num(x: float) -> str:
+def _shown(x: float) -> str:
     return f"{x:g}"
 
 
 def _describe(values: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in values.items())
-
-
-def _dotted(loc: Loc) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
-    return out
 
 
 class _Spec(BaseModel):
@@ -121,21 +107,21 @@ class SweepSpec(_Spec):
         if kind in ("log2_grid", "loguniform", "uniform"):
             lo, hi = getattr(self, kind)
             if not (math.isfinite(lo) and math.isfinite(hi)):
-                raise _invalid(f"bounds must be finite numbers, got [{_num(lo)}, {_num(hi)}]", kind)
+                raise _invalid(f"bounds must be finite numbers, got [{_shown(lo)}, {_shown(hi)}]", kind)
             if kind == "log2_grid":
                 if lo > hi:
-                    raise _invalid(f"lo {_num(lo)} > hi {_num(hi)}", kind)
+                    raise _invalid(f"lo {_shown(lo)} > hi {_shown(hi)}", kind)
                 if max(abs(lo), abs(hi)) > 1000:
                     raise _invalid("log2 bounds must lie within [-1000, 1000]", kind)
                 if self._grid_size() > MAX_GRID:
                     raise _invalid(
-                        f"step {_num(self.step)} gives {self._grid_size()} grid values; at most {MAX_GRID}",
+                        f"step {_shown(self.step)} gives {self._grid_size()} grid values; at most {MAX_GRID}",
                         kind,
                     )
             elif kind == "loguniform" and not 0 < lo < hi:
-                raise _invalid(f"needs 0 < lo < hi, got [{_num(lo)}, {_num(hi)}]", kind)
+                raise _invalid(f"needs 0 < lo < hi, got [{_shown(lo)}, {_shown(hi)}]", kind)
             elif kind == "uniform" and not lo < hi:
-                raise _invalid(f"needs lo < hi, got [{_num(lo)}, {_num(hi)}]", kind)
+                raise _invalid(f"needs lo < hi, got [{_shown(lo)}, {_shown(hi)}]", kind)
         else:
             items = getattr(self, kind)
             dup = _first_duplicate(items)
@@ -202,10 +188,7 @@ class SearchSpec(_Spec):
         return self
 
 
-class ObjectiveSpec(_Spec):
-    metric: Literal["val_loss", "train_loss"] = "val_loss"
-    mode: Literal["min", "max"] = "min"
-    use: Literal["final", "best"] = "final"
+ObjectiveSpec = Objective  # the `objective:` block: its rules live with it, in sweeper.objective
 
 
 class EarlyStopSpec(_Spec):
@@ -250,49 +233,21 @@ class InheritSpec(_Spec):
         return keys
 
 
+def group_key(point: dict[str, Any]) -> tuple:
+    """A scale point as a hashable key: trials of one (variant, group_key) are compared with each other."""
+    return tuple(sorted(point.items()))
+
+
 @dataclass(frozen=True)
-class TrialSpec:
+class PlannedTrial:
+    """One trial a study runs: where it sits in the study and the resolved config it trains."""
+
     trial_id: str
     variant: str
     scale: dict
     params: dict
     seed: int
     config: TrainConfig
-
-    def group(self) -> tuple:
-        """Trials compared with each other: same variant, same scale point."""
-        return (self.variant, tuple(sorted(self.scale.items())))
-
-
-def trial_id(config: TrainConfig) -> str:
-    """16 hex chars identifying a resolved config, seed included.
-
-    Only non-default keys are hashed, so adding TrainConfig keys with defaults later keeps stored ids.
-    """
-    values = config.model_dump(mode="json", exclude_defaults=True)
-    canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-# Keys that say how a trial runs, not which model it trains: they never split a definition.
-EXECUTION_KEYS = frozenset({"seed", "threads"})
-
-
-def definition_fingerprint(config: TrainConfig | dict[str, Any], varied_keys: list[str] | set[str]) -> str:
-    """12 hex chars naming what a trial's variant *is*: its resolved config without the keys the study
-    varies (scale and swept keys) and without execution keys (seed, threads).
-
-    Every trial of one variant definition shares it; change `trainer.steps`, an inherited value or a
-    variant's patch and the new trials get another one, so analyses never average the two. Hashed like
-    `trial_id` (non-default keys only), so adding config keys with defaults keeps stored fingerprints.
-    It is computed from a config alone, so rows stored before fingerprints existed get one on reading.
-    """
-    if isinstance(config, dict):
-        config = TrainConfig.model_validate(config)
-    values = config.model_dump(mode="json", exclude_defaults=True)
-    kept = {k: v for k, v in values.items() if k not in EXECUTION_KEYS and k not in set(varied_keys)}
-    canonical = json.dumps(kept, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
 class Study(_Spec):
@@ -315,6 +270,8 @@ class Study(_Spec):
     # Where the study came from: not YAML keys.
     _source: str = PrivateAttr("study")
     _root: yaml.Node | None = PrivateAttr(None)
+    # Per variant, the values taken from another study (`inherit:`), bound once by `with_inherited`.
+    _inherited: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -417,6 +374,24 @@ class Study(_Spec):
     def source(self) -> str:
         return self._source
 
+    @property
+    def inherited(self) -> dict[str, dict[str, Any]]:
+        """Per variant, the inherited values bound into this study (empty before `with_inherited`)."""
+        return {variant: dict(values) for variant, values in self._inherited.items()}
+
+    def with_inherited(self, inherited: dict[str, dict[str, Any]]) -> Study:
+        """This study with the inherited values bound in (per variant), every trial config re-validated.
+
+        The only way inherited values enter: every later expansion (`trial_config`, `grid_trials`, the
+        fingerprints) uses them."""
+        unknown = sorted(set(inherited) - set(self.variants))
+        if unknown:
+            raise StudyError(f"{self.source}: inherit: no variant {unknown[0]!r} in this study")
+        bound = self.model_copy()
+        bound._inherited = {variant: dict(values) for variant, values in inherited.items()}
+        bound.validate_configs()
+        return bound
+
     # --- expansion ---
     def scale_keys(self) -> list[str]:
         return list(self.scale)
@@ -434,14 +409,13 @@ class Study(_Spec):
         scale_point: dict[str, Any],
         params: dict[str, Any],
         seed: int,
-        inherited: dict[str, Any] | None = None,
     ) -> TrainConfig:
         """trainer < inherited < variant patch < scale point < params < seed, validated."""
         if variant not in self.variants:
             raise StudyError(
                 f"{self._where(('variants',))}: no variant {variant!r}; known: {', '.join(self.variants)}"
             )
-        layers = self._layers(variant, scale_point, params, seed, inherited or {})
+        layers = self._layers(variant, scale_point, params, seed, self._inherited.get(variant, {}))
         merged: dict[str, Any] = {}
         for _, values, _ in layers:
             merged.update(values)
@@ -454,19 +428,23 @@ class Study(_Spec):
             where = self._where(_blame(err, layers))
             raise StudyError(format_validation_error(err, f"{where}: {context}")) from None
 
+    def planned_trial(
+        self, variant: str, scale_point: dict[str, Any], params: dict[str, Any], seed: int
+    ) -> PlannedTrial:
+        """`trial_config` with the trial's id and its place in the study."""
+        config = self.trial_config(variant, scale_point, params, seed)
+        return PlannedTrial(trial_id(config), variant, dict(scale_point), dict(params), seed, config)
+
     def varied_keys(self) -> list[str]:
         """The config keys the study varies between trials of one variant: scale and swept keys."""
         return [*self.scale_keys(), *self.swept_keys()]
 
-    def variant_fingerprints(self, inherited_by_variant: dict[str, dict] | None = None) -> dict[str, str]:
+    def variant_fingerprints(self) -> dict[str, str]:
         """Per variant, the `definition_fingerprint` its trials get now."""
         probe, point = self.probe_params(), self.scale_points()[0]
         return {
             variant: definition_fingerprint(
-                self.trial_config(
-                    variant, point, probe, self.seeds[0], (inherited_by_variant or {}).get(variant)
-                ),
-                self.varied_keys(),
+                self.trial_config(variant, point, probe, self.seeds[0]), self.varied_keys()
             )
             for variant in self.variants
         }
@@ -475,7 +453,7 @@ class Study(_Spec):
         """One representative value per swept key: the first grid value, or the middle of a range."""
         return {key: self._probe(key, spec) for key, spec in self.sweep.items()}
 
-    def validate_configs(self, inherited_by_variant: dict[str, dict] | None = None) -> None:
+    def validate_configs(self) -> None:
         """Check every variant x scale point x seed before anything runs.
 
         Swept keys take their first grid value (or the midpoint of a range); each further grid value is
@@ -483,28 +461,26 @@ class Study(_Spec):
         """
         probe = self.probe_params()
         for variant in self.variants:
-            inherited = (inherited_by_variant or {}).get(variant)
             for point in self.scale_points():
                 for seed in self.seeds:
-                    config = self.trial_config(variant, point, probe, seed, inherited)
+                    config = self.trial_config(variant, point, probe, seed)
                     self._check_grace(config, variant, point)
                 for key, spec in self.sweep.items():
                     for value in spec.grid()[1:] if spec.enumerable else []:
-                        self.trial_config(variant, point, {**probe, key: value}, self.seeds[0], inherited)
-        self._check_distinct_variants(probe, inherited_by_variant or {})
+                        self.trial_config(variant, point, {**probe, key: value}, self.seeds[0])
+        self._check_distinct_variants(probe)
         if self.objective.metric == "train_loss" and self.objective.use == "best":
             raise StudyError(
                 f"{self.source}: objective: use 'best' needs metric val_loss (the train loss is "
                 "reported as a final value)"
             )
 
-    def _check_distinct_variants(self, probe: dict[str, Any], inherited: dict[str, dict]) -> None:
+    def _check_distinct_variants(self, probe: dict[str, Any]) -> None:
         """Two variants that resolve to the same configs would share trial ids (and results)."""
         point = self.scale_points()[0]
         seen: dict[str, str] = {}
         for variant in self.variants:
-            config = self.trial_config(variant, point, probe, self.seeds[0], inherited.get(variant))
-            tid = trial_id(config)
+            tid = trial_id(self.trial_config(variant, point, probe, self.seeds[0]))
             if tid in seen:
                 raise StudyError(
                     f"{self.source}: variants: {seen[tid]!r} and {variant!r} give identical trials (their patches "
@@ -512,7 +488,7 @@ class Study(_Spec):
                 )
             seen[tid] = variant
 
-    def grid_trials(self, inherited_by_variant: dict[str, dict] | None = None) -> list[TrialSpec]:
+    def grid_trials(self) -> list[PlannedTrial]:
         """Every trial of a grid search: variant x scale point x seed x sweep grid, in that order."""
         keys = self.swept_keys()
         for key in keys:
@@ -524,19 +500,18 @@ class Study(_Spec):
         grids = [self.sweep[key].grid() for key in keys]
         trials = []
         for variant in self.variants:
-            inherited = (inherited_by_variant or {}).get(variant)
             for point in self.scale_points():
                 for seed in self.seeds:
                     for combo in itertools.product(*grids):
-                        params = dict(zip(keys, combo, strict=True))
-                        config = self.trial_config(variant, point, params, seed, inherited)
-                        trials.append(TrialSpec(trial_id(config), variant, dict(point), params, seed, config))
+                        trials.append(
+                            self.planned_trial(variant, point, dict(zip(keys, combo, strict=True)), seed)
+                        )
         return trials
 
     # --- helpers ---
     def _where(self, loc: Loc) -> str:
-        line = "" if self._root is None else f":{_line_of(self._root, loc)}"
-        return f"{self._source}{line}: {_dotted(loc)}"
+        line = "" if self._root is None else f":{line_of(self._root, loc)}"
+        return f"{self._source}{line}: {dotted(loc)}"
 
     def _layers(
         self, variant: str, point: dict, params: dict, seed: int, inherited: dict
@@ -622,81 +597,8 @@ def load_study(path: str | Path) -> Study:
         raise StudyError(f"{source}: not UTF-8 text") from None
     except OSError as err:
         raise StudyError(f"{source}: cannot read: {err.strerror}") from None
-    root, data = _parse_yaml(text, source)
+    root, data = parse_yaml(text, source)
     return Study.from_dict(data, source=source, root=root)
-
-
-def _parse_yaml(text: str, source: str) -> tuple[yaml.Node, dict[str, Any]]:
-    loader = yaml.SafeLoader(text)
-    try:
-        root = loader.get_single_node()
-        if root is not None:
-            _check_duplicate_keys(root, (), source, set())
-            data = loader.construct_document(root)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = "" if mark is None else f":{mark.line + 1}"
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise StudyError(f"{source}{line}: not valid YAML: {problem}") from None
-    finally:
-        loader.dispose()
-    if root is None or data is None:
-        raise StudyError(f"{source}: empty study file")
-    if not isinstance(data, dict):
-        raise StudyError(
-            f"{source}:{root.start_mark.line + 1}: expected a mapping of study keys (name, trainer, "
-            f"variants, scale, sweep, ...), got {type(data).__name__}"
-        )
-    return root, data
-
-
-def _check_duplicate_keys(node: yaml.Node, path: Loc, source: str, seen: set[int]) -> None:
-    """YAML lets a later key silently replace an earlier one; a study refuses."""
-    if id(node) in seen:  # aliases can make the node graph cyclic
-        return
-    seen.add(id(node))
-    if isinstance(node, yaml.MappingNode):
-        keys: set[tuple[str, str]] = set()
-        for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            if isinstance(key_node, yaml.ScalarNode):
-                ident = (key_node.tag, key_node.value)
-                if ident in keys:
-                    where = _dotted((*path, key_node.value))
-                    raise StudyError(
-                        f"{source}:{key_node.start_mark.line + 1}: {where}: duplicate key {key_node.value!r}"
-                    )
-                keys.add(ident)
-            _check_duplicate_keys(value_node, (*path, str(key_node.value)), source, seen)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _check_duplicate_keys(item, (*path, i), source, seen)
-
-
-def _line_of(root: yaml.Node, loc: Loc) -> int:
-    """1-based line of the deepest node along `loc` (a mapping entry's line is its key's)."""
-    node, line = root, root.start_mark.line + 1
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            # The last match wins, as when YAML merges (<<) put inherited entries first.
-            entry = next(
-                (
-                    (k, v)
-                    for k, v in reversed(node.value)
-                    if isinstance(k, yaml.ScalarNode) and k.value == str(part)
-                ),
-                None,
-            )
-            if entry is None:
-                break
-            line, node = entry[0].start_mark.line + 1, entry[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
 
 
 def _model_at(path: Loc) -> type[BaseModel] | None:
@@ -738,6 +640,6 @@ def _format_error(err: ValidationError, source: str, root: yaml.Node | None) -> 
         shown = repr(first.get("input"))
         shown = shown if len(shown) <= 60 else shown[:57] + "..."
         msg = f"{first['msg']} (got {shown})"
-    line = "" if root is None else f":{_line_of(root, loc)}"
-    field = f" {_dotted(loc)}:" if loc else ""
+    line = "" if root is None else f":{line_of(root, loc)}"
+    field = f" {dotted(loc)}:" if loc else ""
     return f"{source}{line}:{field} {msg}"

@@ -209,3 +209,12 @@ def _format_value(value: object) -> str:
         if math.isclose(x, 2.0**k, rel_tol=1e-9):
             return f"2^{k:g}"
     return re.sub(r"e\+?(-?)0*(\d)", r"e\1\2", f"{x:.3g}")  # 1e-05 -> 1e-5
+
+
+def study_tracker(wandb: Any, folder: Path, study: str, disabled: bool = False) -> Tracker | None:
+    """The W&B mirror of a study from its `wandb:` settings (a WandbSpec or RecordedWandb), or None when
+    the study or the command (--no-wandb) turns it off."""
+    if disabled or wandb.mode == "disabled":
+        return None
+    settings = WandbSettings(project=wandb.project, entity=wandb.entity, mode=wandb.mode, dir=folder)
+    return Tracker(settings, study)

@@ -78,7 +78,7 @@ def test_estimate_grows_with_width_and_steps_and_measures_each_shape_once(tmp_pa
         sweep={"lr": {"values": [0.001, 0.002]}},
     )
     threads = torch.get_num_threads()
-    result = estimate_study(s, {}, ResultsStore(tmp_path / "results", "est"))
+    result = estimate_study(s, ResultsStore(tmp_path / "results", "est"))
     rows = by_point(result.rows)
     small, wide, wide_long = (
         rows[("default", 16, 10)].per_trial_s,
@@ -105,29 +105,29 @@ def test_estimate_grows_with_width_and_steps_and_measures_each_shape_once(tmp_pa
 def test_a_second_estimate_reads_the_cache_and_remeasure_measures_again(tmp_path, cache, monkeypatch):
     s = study(scale={"width": [16, 32]}, sweep={"lr": {"values": [0.001]}})
     store = ResultsStore(tmp_path / "results", "est")
-    first = estimate_study(s, {}, store)
+    first = estimate_study(s, store)
     assert (cache / estimate.CACHE_FILE).exists()
 
     def must_not_measure(config):
         raise AssertionError("measured again")
 
     monkeypatch.setattr(estimate, "measure_shape", must_not_measure)
-    second = estimate_study(s, {}, store)
+    second = estimate_study(s, store)
     assert [r.per_trial_s for r in second.rows] == [r.per_trial_s for r in first.rows]
     with pytest.raises(AssertionError, match="measured again"):
-        estimate_study(s, {}, store, refresh=True)
+        estimate_study(s, store, refresh=True)
     monkeypatch.setenv(estimate.REMEASURE_ENV, "1")
     with pytest.raises(AssertionError, match="measured again"):
-        estimate_study(s, {}, store)
+        estimate_study(s, store)
 
 
 def test_a_grid_half_in_the_store_is_estimated_for_the_other_half_only(tmp_path, monkeypatch):
     s = study(scale={"width": [32]}, sweep={"lr": {"values": [0.001, 0.002, 0.004, 0.008]}})
     store = ResultsStore(tmp_path / "results", "est")
-    full = estimate_study(s, {}, store)
+    full = estimate_study(s, store)
     for spec in s.grid_trials()[:2]:
         record(store, spec)
-    half = estimate_study(s, {}, ResultsStore(tmp_path / "results", "est"))
+    half = estimate_study(s, ResultsStore(tmp_path / "results", "est"))
     (row,) = half.rows
     assert (row.planned, row.in_store, row.to_run) == (4, 2, 2)
     assert half.trial_s == pytest.approx(full.trial_s / 2)
@@ -136,7 +136,7 @@ def test_a_grid_half_in_the_store_is_estimated_for_the_other_half_only(tmp_path,
     for spec in s.grid_trials()[2:]:
         record(store, spec)
     monkeypatch.setattr(estimate, "measure_shape", lambda config: pytest.fail("nothing left to measure"))
-    done = estimate_study(s, {}, ResultsStore(tmp_path / "results", "est"))
+    done = estimate_study(s, ResultsStore(tmp_path / "results", "est"))
     assert done.trial_s == 0 and done.wall_s == 0
     assert done.rows[0].per_trial_s == row.per_trial_s  # still shown, from the cache
     assert done.summary() == "estimated wall time: nothing to run"
@@ -158,7 +158,7 @@ def test_adaptive_and_optuna_rows_count_what_the_current_definition_has_in_store
     assert definition_fingerprint(older, s.varied_keys()) != s.variant_fingerprints()["default"]
     record(store, _spec(s, {"width": 16}, probe, 0, older))
 
-    rows = by_point(plan_rows(s, {}, ResultsStore(tmp_path / "results", "est")))
+    rows = by_point(plan_rows(s, ResultsStore(tmp_path / "results", "est")))
     expected = estimate.adaptive_trials(s)
     assert expected >= estimate.ADAPTIVE_TRIALS_PER_SEED * 2  # per seed, and more where extra seeds run
     assert rows[("default", 16)].approximate
@@ -170,14 +170,14 @@ def test_adaptive_and_optuna_rows_count_what_the_current_definition_has_in_store
         sweep={"lr": {"loguniform": [1e-4, 1e-2]}},
         search={"method": "optuna", "num_samples": 3},
     )
-    (row,) = plan_rows(optuna, {}, ResultsStore(tmp_path / "results", "none"))
+    (row,) = plan_rows(optuna, ResultsStore(tmp_path / "results", "none"))
     assert (row.planned, row.to_run, row.approximate) == (3, 3, False)
 
 
 def _spec(s: Study, point: dict, params: dict, seed: int, config):
-    from sweeper.study import TrialSpec, trial_id
+    from sweeper.study import PlannedTrial, trial_id
 
-    return TrialSpec(trial_id(config), "default", point, params, seed, config)
+    return PlannedTrial(trial_id(config), "default", point, params, seed, config)
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="trials run one at a time on one core")
@@ -186,8 +186,8 @@ def test_trials_side_by_side_are_estimated_slower_by_a_factor_measured_once(tmp_
     monkeypatch.setattr(estimate, "SIDE_BY_SIDE_S", 0.3)  # shorter rounds: this test checks the wiring
     s = study(trainer={"steps": 100_000}, scale={"width": [16]}, sweep={"lr": {"values": [0.001, 0.002]}})
     store = ResultsStore(tmp_path / "results", "est")
-    alone = estimate_study(s, {}, store, max_concurrent=1)
-    together = estimate_study(s, {}, store, max_concurrent=2)
+    alone = estimate_study(s, store, max_concurrent=1)
+    together = estimate_study(s, store, max_concurrent=2)
     (entry,) = json.loads((cache / estimate.CACHE_FILE).read_text())["side_by_side"].values()
     assert entry["processes"] == 2 and entry["step_s_together"] > 0
     assert together.side_by_side == (entry["factor"], entry["factor"]) and entry["factor"] >= 1
@@ -200,7 +200,7 @@ def test_trials_side_by_side_are_estimated_slower_by_a_factor_measured_once(tmp_
     )  # 2 trials, 2 at once
 
     monkeypatch.setattr(estimate, "measure_side_by_side", lambda *a: pytest.fail("measured again"))
-    assert estimate_study(s, {}, store, max_concurrent=2).side_by_side == together.side_by_side
+    assert estimate_study(s, store, max_concurrent=2).side_by_side == together.side_by_side
 
 
 def test_concurrency_is_what_ray_fits_capped_by_max_concurrent():
@@ -219,14 +219,14 @@ def test_trials_that_cannot_run_here_give_a_reason_instead_of_an_estimate(tmp_pa
     store = ResultsStore(tmp_path / "results", "est")
     missing = study(trainer={"corpus": str(tmp_path / "no-such-corpus.txt")}, scale={"width": [16]})
     with pytest.raises(EstimateUnavailable, match="no such file"):
-        estimate_study(missing, {}, store)
+        estimate_study(missing, store)
     hidden = study(trainer={"device": "cuda"}, scale={"width": [16]})
     with pytest.raises(EstimateUnavailable, match="no GPU"):
-        estimate_study(hidden, {}, store)
+        estimate_study(hidden, store)
     if not torch.cuda.is_available():
         gpu = study(scale={"width": [16]}, resources={"cpu": 1, "gpu": 1})
         with pytest.raises(EstimateUnavailable, match="no CUDA GPU"):
-            estimate_study(gpu, {}, store)
+            estimate_study(gpu, store)
 
 
 def test_durations_read_like_a_person_would_say_them():

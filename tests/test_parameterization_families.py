@@ -1,5 +1,5 @@
 """Everett et al.'s four parameterizations x alignment, depth scalings, and the variants, measured on built
-models at two widths (or depths) against exponents written out here from parameterizations.md."""
+models at two widths (or depths) against exponents written out here from docs/parameterization-sources.md."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ VOCAB = 256
 BASE, WIDE = 64, 256
 M = WIDE / BASE
 
-# (multiplier a, init b, Adam LR c) per role: parameterizations.md sections 1.1, 2.2, 2.3, 8.
+# (multiplier a, init b, Adam LR c) per role: docs/parameterization-sources.md sections 2, 3 and 5.
 EXPECTED = {
     ("sp", None): {"embedding": (0, 0, 0), "hidden": (0, 0.5, 0), "readout": (0, 0.5, 0)},  # init: fan_in
     ("mup", None): {"embedding": (0, 0, 0), "hidden": (0, 0.5, 1), "readout": (1, 0, 0)},

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from wandb_reader import read_run
 
-from sweeper.runner import kill_leftover_ray, ray_temp_dir
+from sweeper.local_ray import kill_leftover_ray, ray_temp_dir
 
 SWEEPER = [sys.executable, "-m", "sweeper.cli"]
 TRAINER = (

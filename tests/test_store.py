@@ -93,6 +93,6 @@ def test_analyses_use_the_current_definition_of_each_variant(tmp_path):
     old["fingerprint"], new["fingerprint"] = "before", "after"
     store.record(old, [])
     store.record(new, [])
-    store.write_spec({"fingerprints": {"sp": "after"}})
+    store.write_study_record({"fingerprints": {"sp": "after"}})
     assert list(store.current_trials()["trial_id"]) == ["new"]
     assert len(store.trials()) == 2  # nothing is deleted

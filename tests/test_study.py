@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from sweeper.study import Study, StudyError, SweepSpec, load_study, trial_id
+from sweeper.study import Study, StudyError, SweepSpec, group_key, load_study, trial_id
 from trainers.config import TrainConfig
 
 LR_WIDTH = """\
@@ -125,14 +125,16 @@ def test_grid_expansion_counts_order_and_precedence(tmp_path):
             assert c.parameterization == "mup" and c.init_std == 0.03  # variant beats trainer
         else:
             assert c.parameterization == "sp" and c.init_std == 0.01
-        assert t.group() == (t.variant, (("depth", c.depth), ("width", 32)))
+        assert group_key(t.scale) == (("depth", c.depth), ("width", 32))
         assert t.trial_id == trial_id(c)
 
 
 def test_trial_config_merge_order(tmp_path):
     study = load_text(tmp_path, PRECEDENCE)
     inherited = {"lr": 0.5, "warmup": 7, "init_std": 0.05, "grad_clip": 0.5}
-    config = study.trial_config("mup", {"depth": 4, "width": 32}, {"depth": 6}, seed=3, inherited=inherited)
+    config = study.with_inherited({"mup": inherited}).trial_config(
+        "mup", {"depth": 4, "width": 32}, {"depth": 6}, seed=3
+    )
     assert config.grad_clip == 0.5 and config.lr == 0.5  # inherited beats trainer
     assert config.init_std == 0.03 and config.warmup == 20  # variant beats inherited
     assert config.depth == 6  # params beat the scale point

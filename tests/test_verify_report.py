@@ -64,7 +64,7 @@ def results(tmp_path_factory) -> Path:
     store.curves_dir.mkdir()
     for frame in curves:
         frame.to_parquet(store.curves_dir / f"{frame['trial_id'].iloc[0]}.parquet", index=False)
-    store.write_spec(
+    store.write_study_record(
         {
             "name": "synthetic",
             "description": "known answer",

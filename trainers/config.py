@@ -1,7 +1,7 @@
 """TrainConfig: every knob of one training run, with its default, in one place.
 
 The key names are a contract shared by study YAML files, `--set key=value`, and the results store's
-columns (see ARCHITECTURE.md). Add keys freely; never rename one.
+columns (see docs/architecture.md). Add keys freely; never rename one.
 """
 
 from __future__ import annotations
@@ -265,9 +265,6 @@ class TrainConfig(BaseModel):
 
     def with_updates(self, **updates: Any) -> TrainConfig:
         return TrainConfig.from_dict({**self.model_dump(exclude_unset=True), **updates})
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump()
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:

@@ -1,7 +1,7 @@
 """Parameterizations as rule tables: parameter role -> init std, forward multiplier, LR, weight decay, eps.
 
-Every rule is base-relative (parameterizations.md, section 0). A parameter whose width multiplier is
-m = n / n_base gets
+Every rule is base-relative (docs/parameterization-sources.md, section 1). A parameter whose width
+multiplier is m = n / n_base gets
 
     init std   = base_std   * m^-b
     multiplier = base_mult  * m^-a
@@ -71,7 +71,7 @@ CLASSIC: dict[str, dict[Role, tuple]] = {
 }
 
 # --- Everett et al. 2024 (alignment: full | none) -------------------------------------------------------
-# (a, b) per layer: parameterizations.md 2.2.
+# (a, b) per layer, the paper's four parameterizations: docs/parameterization-sources.md 5.1.
 EVERETT_AB: dict[str, dict[Role, tuple[float, float]]] = {
     "sp":  {"embedding": (0, 0),     "hidden": (0, 0.5), "readout": (0, 0.5)},
     "ntk": {"embedding": (0, 0),     "hidden": (0.5, 0), "readout": (0.5, 0)},
@@ -79,7 +79,7 @@ EVERETT_AB: dict[str, dict[Role, tuple[float, float]]] = {
     "mfp": {"embedding": (0, 0),     "hidden": (0.5, 0), "readout": (1, 0)},
 }
 # LR exponents c for (embedding, hidden, readout), Everett et al. 2024. SGD is implemented for full
-# alignment only.
+# alignment only. Which cells are the paper's and which derived: docs/parameterization-sources.md 5.2.
 EVERETT_C: dict[tuple[str, str, str], tuple[float, float, float]] = {
     ("sp",  "adamw", "full"): (0,   1,   1),    ("sp",  "adamw", "none"): (0,   0.5, 0.5),
     ("ntk", "adamw", "full"): (0,   0.5, 0.5),  ("ntk", "adamw", "none"): (0,   0,   0),
@@ -90,7 +90,8 @@ EVERETT_C: dict[tuple[str, str, str], tuple[float, float, float]] = {
     ("mup", "sgd",   "full"): (0,   0,   0),
     ("mfp", "sgd",   "full"): (-1,  -1,  -1),
 }
-# Gradient-entry exponents g at init for (embedding, hidden, readout): parameterizations.md 2.5.
+# Gradient-entry exponents g at init for (embedding, hidden, readout), derived from EVERETT_AB
+# (docs/parameterization-sources.md 6).
 EVERETT_G: dict[str, tuple[float, float, float]] = {
     "sp": (0.5, 0.5, 0), "ntk": (0.5, 1, 0.5), "mup": (0.5, 1, 0.5), "mfp": (1, 1.5, 1),
 }

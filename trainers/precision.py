@@ -14,7 +14,6 @@ trials; `sweeper verify` warns when the trials of one variant ran under differen
 from __future__ import annotations
 
 import json
-import os
 import platform
 import sys
 import time
@@ -22,6 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+
+from trainers.atomic import atomic_write_json
 
 FAST_ENOUGH = 1.15  # bf16 must be at least this much faster than fp32 to be chosen
 PROBE_SHAPE = (256, 256, 1024)  # rows x fan_in -> fan_out: one MLP matmul of a small GPT
@@ -148,11 +149,5 @@ def _read_cache(path: Path) -> dict:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    """Atomic (temp file, rename); a read-only home just means measuring again next time."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    """A cache file: atomic; a read-only home just means measuring again next time."""
+    atomic_write_json(path, data, quiet=True)

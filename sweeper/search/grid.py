@@ -1,0 +1,20 @@
+"""Grid search: every trial of variant x scale point x seed x sweep grid, in that order."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from sweeper.search.protocol import FINISHED
+from sweeper.study import PlannedTrial
+
+
+class GridStrategy:
+    def __init__(self, trials: list[PlannedTrial], done: set[str]) -> None:
+        self.planned = len(trials)
+        self.pending = deque(t for t in trials if t.trial_id not in done)
+
+    def next(self) -> PlannedTrial | str | None:
+        return self.pending.popleft() if self.pending else FINISHED
+
+    def observe(self, trial: PlannedTrial, loss: float) -> None:
+        pass

@@ -1,0 +1,58 @@
+"""A Ray Tune Searcher that hands out a search strategy's trials and feeds their outcomes back."""
+
+from __future__ import annotations
+
+import math
+
+from ray.tune.search import Searcher
+
+from sweeper.ledger import TrialLedger
+from sweeper.objective import Objective
+from sweeper.search import FINISHED, WAIT, Strategy
+from sweeper.study import group_key
+from sweeper.trainable import METRIC
+
+
+class StudySearcher(Searcher):
+    """suggest() hands out the strategy's next trial; on_trial_complete() tells it the trial's loss."""
+
+    def __init__(self, strategy: Strategy, objective: Objective, threads: int, ledger: TrialLedger) -> None:
+        super().__init__(metric=METRIC, mode="min")
+        self.strategy, self.objective, self.threads, self.ledger = strategy, objective, threads, ledger
+        self.finished = False
+
+    def __getstate__(self) -> dict:
+        # Tune pickles its searcher for Tuner.restore, which sweeper never uses: the store is the record.
+        return {}
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        trial = self.strategy.next()
+        if trial is FINISHED:
+            self.finished = True
+            return Searcher.FINISHED
+        if trial is WAIT:
+            return None
+        self.ledger.issue(trial_id, trial)
+        train_config = trial.config.model_dump(mode="json")
+        if not train_config.get("threads"):
+            train_config["threads"] = self.threads
+        return {
+            "train_config": train_config,
+            "trial_key": trial.trial_id,
+            "group": repr((trial.variant, group_key(trial.scale))),
+            "objective": self.objective.model_dump(),
+        }
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        trial = self.ledger.observe(trial_id)
+        if trial is None:
+            return
+        loss = math.inf
+        if not error and result is not None and result.get("final"):
+            loss = float(result.get(METRIC, math.inf))
+        self.strategy.observe(trial, loss)
+
+    @property
+    def complete(self) -> bool:
+        """Every trial handed out, and every outcome learnt: the search has nothing left to do."""
+        return self.finished and self.ledger.unobserved == 0
