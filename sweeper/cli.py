@@ -256,17 +256,9 @@ def status(
     "current_definition", "older_definitions"}. Trials of an older definition of their variant (say,
     before `trainer.steps` changed) stay in the store, but no analysis uses them.
     """
-    from sweeper.store import STATUSES
-
     with user_errors():
         store = open_store(results, study)
-    statuses = list(store.statuses().values())
-    counts = {"study": study, "planned": store.study_record().planned}
-    counts.update({s: statuses.count(s) for s in STATUSES})
-    counts["total"] = len(statuses)
-    definitions = store.definition_counts()
-    counts["current_definition"] = definitions["current"]
-    counts["older_definitions"] = definitions["older"]
+    counts = store.status_counts()
     if json_out:
         sys.stdout.write(json.dumps(counts) + "\n")
         return
@@ -423,21 +415,9 @@ def list_studies(results: ResultsOption = Path("results"), json_out: JsonOption 
 
     --json: a list of {"study", "trials", "completed", "diverged", "stopped", "failed", "planned"}.
     """
-    from sweeper.store import STATUSES, ResultsStore
+    from sweeper.store import study_summaries
 
-    rows = []
-    if results.is_dir():
-        for folder in sorted(p for p in results.iterdir() if (p / "study.json").exists()):
-            store = ResultsStore(results, folder.name)
-            statuses = list(store.statuses().values())
-            rows.append(
-                {
-                    "study": folder.name,
-                    "trials": len(statuses),
-                    **{s: statuses.count(s) for s in STATUSES},
-                    "planned": store.study_record().planned,
-                }
-            )
+    rows = study_summaries(results)
     if json_out:
         sys.stdout.write(json.dumps(rows) + "\n")
         return

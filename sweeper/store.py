@@ -136,6 +136,18 @@ class ResultsStore:
                 prints.at[index] = None  # an unreadable config is no current definition
         return prints
 
+    def status_counts(self) -> dict[str, Any]:
+        """`sweeper status --json`: trials per status, the plan size, and how many trials belong to each
+        variant's current definition and how many to older ones."""
+        statuses = list(self.statuses().values())
+        counts: dict[str, Any] = {"study": self.study, "planned": self.study_record().planned}
+        counts.update({status: statuses.count(status) for status in STATUSES})
+        counts["total"] = len(statuses)
+        definitions = self.definition_counts()
+        counts["current_definition"] = definitions["current"]
+        counts["older_definitions"] = definitions["older"]
+        return counts
+
     def statuses(self) -> dict[str, str]:
         return {tid: row["status"] for tid, row in self._load_rows().items()}
 
@@ -208,6 +220,25 @@ class ResultsStore:
             return
         frame = pd.DataFrame(rows)
         atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def study_summaries(root: Path) -> list[dict[str, Any]]:
+    """`sweeper list --json`: per study folder under `root`, its trial counts by status and plan size."""
+    rows = []
+    if not root.is_dir():
+        return rows
+    for folder in sorted(p for p in root.iterdir() if (p / "study.json").exists()):
+        store = ResultsStore(root, folder.name)
+        statuses = list(store.statuses().values())
+        rows.append(
+            {
+                "study": folder.name,
+                "trials": len(statuses),
+                **{status: statuses.count(status) for status in STATUSES},
+                "planned": store.study_record().planned,
+            }
+        )
+    return rows
 
 
 def trial_row(

@@ -320,7 +320,14 @@ def test_dry_run_lists_the_plan_and_writes_nothing(tmp_path):
     path = write_study(tmp_path, "dry", GRID)
     proc = sweeper("run", str(path), "--dry-run", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "plan" in proc.stdout and "8" in proc.stdout
+    assert "plan" in proc.stdout
+    cells = [[c.strip() for c in line.split("\u2502")[1:-1]] for line in proc.stdout.splitlines()]
+    rows = {tuple(row[:2]): row[2:5] for row in cells if len(row) >= 5}
+    # Per (variant, scale point): two lr values planned, none in the store, two to run; eight in all.
+    for variant in ("sp", "mup"):
+        for width in (32, 64):
+            assert rows[(variant, f"width={width}")] == ["2", "0", "2"], proc.stdout
+    assert rows[("all", "")] == ["8", "0", "8"], proc.stdout
     assert not (tmp_path / "results").exists()
 
 

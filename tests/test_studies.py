@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +84,9 @@ def test_a_shrunken_copy_of_every_cpu_study_runs_end_to_end(tmp_path):
         name = yaml.safe_load(small.read_text())["name"]
         table = pd.read_parquet(tmp_path / "results" / name / "trials.parquet")
         assert len(table) >= 2 and set(table["status"]) <= {"completed", "diverged"}, path.name
+        spec = yaml.safe_load(small.read_text())
+        axes = list(spec.get("scale") or {})
+        axis = axes[0] if axes else "width"
         verify = subprocess.run(
             [
                 *SWEEPER,
@@ -91,14 +95,22 @@ def test_a_shrunken_copy_of_every_cpu_study_runs_end_to_end(tmp_path):
                 name,
                 "--results",
                 str(tmp_path / "results"),
+                "--json",
                 "--axis",
-                next(iter(yaml.safe_load(small.read_text()).get("scale", {"width": 0}))),
+                axis,
             ],
             capture_output=True,
             text=True,
             timeout=120,
         )
-        assert verify.returncode in (0, 2), verify.stderr
+        if not axes:  # nothing to verify along: refused in one line
+            assert verify.returncode == 2 and "not a scale axis" in verify.stderr, verify.stderr
+            continue
+        assert verify.returncode == 0, verify.stderr
+        rows = json.loads(verify.stdout)
+        expected = {(v, k) for v in (spec.get("variants") or {"default": {}}) for k in spec.get("sweep", {})}
+        assert {(r["variant"], r["hparam"]) for r in rows} == expected, path.name
+        assert {r["verdict"] for r in rows} <= {"transfers", "shifts", "inconclusive"}, path.name
 
 
 # Keys that change the architecture itself: variants that differ in one of them are different models by
