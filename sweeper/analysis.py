@@ -121,10 +121,10 @@ def optimum(points: pd.DataFrame, swept_keys: list[str]) -> dict[str, Any]:
 
 
 def optimum_table(
-    trials: pd.DataFrame, spec: StudyRecord | dict[str, Any], samples: int | None = None
+    trials: pd.DataFrame, study: StudyRecord | dict[str, Any], samples: int | None = None
 ) -> list[dict[str, Any]]:
     """Per (variant, scale point): the best setting, its objective, the number of trials, bracketing and
-    the refined optimum. `spec` is the store's study record (scale_keys, swept_keys, objective, search).
+    the refined optimum. `study` is the store's study record (scale_keys, swept_keys, objective, search).
 
     Its uncertainty: `noise_sd`, the seed sd pooled over the variant's settings with two or more seeds
     (`noise_df` degrees of freedom; `noise_sd_point` from this point's settings alone); `within_noise`,
@@ -132,7 +132,7 @@ def optimum_table(
     `optimum_interval`, a 90% interval of the refined optimum of a positive numeric swept key, from
     redrawing every setting's seed mean with the pooled seed noise (`draw_curves`). The three are null
     where no setting of the variant has two seeds that finished."""
-    record = StudyRecord.of(spec)
+    record = StudyRecord.of(study)
     scale_keys, swept_keys = record.scale_keys, record.swept_keys
     objective_rule, z = record.objective, record.search.noise_z
     means = seed_means(trials, objective_rule.mode)
@@ -698,13 +698,13 @@ def _noise_reason(fit: TransferFit) -> str | None:
 
 def verify_rows(
     trials: pd.DataFrame,
-    spec: StudyRecord | dict[str, Any],
+    study: StudyRecord | dict[str, Any],
     axis: str = "width",
     tol: float = 0.25,
     samples: int = BOOTSTRAP_SAMPLES,
 ) -> list[dict[str, Any]]:
     """`sweeper verify --json`: per variant (and per value of any other scale axis) and swept key."""
-    record = StudyRecord.of(spec)
+    record = StudyRecord.of(study)
     mode, z = record.objective.mode, record.search.noise_z
     others = [k for k in record.scale_keys if k != axis]
     rows = []
@@ -761,11 +761,11 @@ def _verify_row(fit: TransferFit, name: str, reasons: list[str], at: dict[str, A
 
 
 def extrapolation_rows(
-    trials: pd.DataFrame, spec: StudyRecord | dict[str, Any], axis: str, target: float
+    trials: pd.DataFrame, study: StudyRecord | dict[str, Any], axis: str, target: float
 ) -> list[dict[str, Any]]:
     """`sweeper best --<axis> <target> --json`: per variant and swept key, the optimum extrapolated to
     `target` from the power-law fit of the study's optima, with its 90% interval and the verdict."""
-    record = StudyRecord.of(spec)
+    record = StudyRecord.of(study)
     rows = []
     for variant in dict.fromkeys(trials["variant"]) if "variant" in trials.columns else []:
         for hparam in record.swept_keys:

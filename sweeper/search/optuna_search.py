@@ -27,7 +27,7 @@ class OptunaStrategy:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study, self.stored = study, stored
         self.known = dict(stored.losses)  # what this session learns joins what the store had
-        self.distributions = {key: _distribution(spec) for key, spec in study.sweep.items()}
+        self.distributions = {key: _distribution(sweep) for key, sweep in study.sweep.items()}
         self.groups: list[_OptunaGroup] = []
         for index, (variant, point) in enumerate(
             (v, p) for v in study.variants for p in study.scale_points()
@@ -60,8 +60,8 @@ class OptunaStrategy:
             for params in self.stored.settings.get((group.variant, group_key(group.point)), []):
                 if not _within(params, self.distributions):
                     continue
-                specs = self._trials(group, params)
-                known = [s.trial_id in self.known for s in specs]
+                trials = self._trials(group, params)
+                known = [s.trial_id in self.known for s in trials]
                 if not all(known):
                     if any(known):
                         group.study.enqueue_trial(params)
@@ -70,7 +70,7 @@ class OptunaStrategy:
                     optuna.trial.create_trial(
                         params=params,
                         distributions=self.distributions,
-                        value=_told(seed_mean([self.known[s.trial_id] for s in specs])),
+                        value=_told(seed_mean([self.known[s.trial_id] for s in trials])),
                     )
                 )
                 group.settings += 1
@@ -91,27 +91,29 @@ class OptunaStrategy:
                 return FINISHED
             trial = group.study.ask(self.distributions)
             params = dict(trial.params)
-            specs = self._trials(group, params)
-            if all(spec.trial_id in self.known or spec.trial_id in self.pending for spec in specs):
+            trials = self._trials(group, params)
+            if all(planned.trial_id in self.known or planned.trial_id in self.pending for planned in trials):
                 # A setting already done or running (a resumed sampler re-proposes its first points; a small
                 # categorical space repeats): tell Optuna what is known and ask again. Not a new sample.
                 group.repeats += 1
                 group.told.add(trial.number)
-                if all(spec.trial_id in self.known for spec in specs):
-                    group.study.tell(trial, _told(seed_mean([self.known[spec.trial_id] for spec in specs])))
+                if all(planned.trial_id in self.known for planned in trials):
+                    group.study.tell(
+                        trial, _told(seed_mean([self.known[planned.trial_id] for planned in trials]))
+                    )
                 else:
                     group.study.tell(trial, state=TrialState.FAIL)
                 continue
             group.repeats = 0
             group.settings += 1
             losses: dict[str, float] = {}
-            for spec in specs:
-                if spec.trial_id in self.known:
-                    losses[spec.trial_id] = self.known[spec.trial_id]
+            for planned in trials:
+                if planned.trial_id in self.known:
+                    losses[planned.trial_id] = self.known[planned.trial_id]
                 else:
-                    self.queue.append(spec)
-                self.pending[spec.trial_id] = (group, trial, losses)
-            self._maybe_tell(group, trial, losses, len(specs))
+                    self.queue.append(planned)
+                self.pending[planned.trial_id] = (group, trial, losses)
+            self._maybe_tell(group, trial, losses, len(trials))
         return self.queue.popleft()
 
     def observe(self, trial: PlannedTrial, loss: float) -> None:
