@@ -14,3 +14,10 @@ class StudyError(ConfigError):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(message.splitlines()))
+
+
+class StoreError(ConfigError):
+    """A results store that cannot be read or written: one line naming the file and what to do."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.splitlines()))
