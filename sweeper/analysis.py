@@ -27,6 +27,24 @@ from sweeper.record import NOISE_Z, StudyRecord
 from sweeper.store import plain
 
 COUNTED = ("completed", "diverged")
+# The columns every analysis reads; a frame without them (a store with no trial yet) has nothing to count.
+TRIAL_COLUMNS = ("variant", "status", "objective", "scale_point", "swept")
+
+
+def counted_trials(trials: pd.DataFrame, *columns: str) -> pd.DataFrame:
+    """The trials that count for optima (completed or diverged): empty when the frame lacks a column the
+    analyses read (`TRIAL_COLUMNS` and `columns`), as a store before its first finished trial does."""
+    if any(c not in trials.columns for c in (*TRIAL_COLUMNS, *columns)):
+        return trials.iloc[0:0]
+    return trials[trials["status"].isin(COUNTED)]
+
+
+def pow2(x: float) -> float:
+    """2**x, +inf where it overflows (an extrapolation far out)."""
+    try:
+        return 2.0**x
+    except OverflowError:
+        return math.inf
 
 
 def pooled_sd(settings: Iterable[Sequence[float]]) -> tuple[float | None, int]:
@@ -53,7 +71,7 @@ def seed_means(trials: pd.DataFrame, mode: str = "min") -> pd.DataFrame:
 
     `loss` is the objective oriented for minimisation, +inf when any seed diverged.
     """
-    counted = trials[trials["status"].isin(COUNTED)].copy()
+    counted = counted_trials(trials).copy()
     if counted.empty:
         return pd.DataFrame(
             columns=["variant", "scale_point", "swept", "loss", "sem", "n_seeds", "n_diverged"]
@@ -99,12 +117,16 @@ def optimum(points: pd.DataFrame, swept_keys: list[str]) -> dict[str, Any]:
         "bracketed": None,
         "refined": None,
         "edge": None,
+        "all_diverged": not math.isfinite(losses[best_index]),
     }
-    if len(swept_keys) != 1:
-        return result
-    key = swept_keys[0]
+    key = swept_keys[0] if len(swept_keys) == 1 else None
     values = [s.get(key) for s in settings]
-    if not all(isinstance(v, int | float) for v in values):
+    numeric = key is not None and all(isinstance(v, int | float) for v in values)
+    if result["all_diverged"]:
+        # No setting finished with a loss: there is no best one, and nothing is bracketed.
+        result.update(best=None, bracketed=False if numeric else None)
+        return result
+    if not numeric:
         return result
     order = np.argsort(values)
     xs = [float(values[i]) for i in order]
@@ -135,6 +157,8 @@ def optimum_table(
     record = StudyRecord.of(study)
     scale_keys, swept_keys = record.scale_keys, record.swept_keys
     objective_rule, z = record.objective, record.search.noise_z
+    if counted_trials(trials).empty:
+        return []  # nothing finished yet
     means = seed_means(trials, objective_rule.mode)
     seeds = setting_losses(trials, objective_rule.mode)
     noise = {
@@ -146,9 +170,10 @@ def optimum_table(
         sample = trials[(trials["variant"] == variant) & (trials["scale_point"] == point)]
         row: dict[str, Any] = {"variant": variant}
         for key in scale_keys:
-            row[key] = plain(sample[key].iloc[0])
+            row[key] = plain(sample[key].iloc[0]) if key in sample.columns else None
         found = optimum(group, swept_keys)
         objective = found["objective"]
+        diverged = found["all_diverged"]
         sd, df = noise[variant]
         at_point = {swept: seeds[(variant, point, swept)] for swept in group["swept"]}
         row.update(
@@ -157,12 +182,17 @@ def optimum_table(
             n_trials=len(sample),
             bracketed=found["bracketed"],
             refined=found["refined"],
-            seeds_at_best=int(group["n_seeds"].iloc[int(np.argmin(group["loss"].to_numpy(dtype=float)))]),
+            seeds_at_best=None
+            if diverged
+            else int(group["n_seeds"].iloc[int(np.argmin(group["loss"].to_numpy(dtype=float)))]),
             noise_sd=sd,
             noise_df=df,
             noise_sd_point=pooled_sd(at_point.values())[0],
             within_noise=_within_noise_settings(group, sd, z),
-            optimum_interval=_optimum_interval(at_point, swept_keys, sd, samples or BOOTSTRAP_SAMPLES),
+            optimum_interval=None
+            if diverged
+            else _optimum_interval(at_point, swept_keys, sd, samples or BOOTSTRAP_SAMPLES),
+            all_diverged=diverged,
         )
         table.append(row)
     order = {v: i for i, v in enumerate(dict.fromkeys(trials["variant"]))}
@@ -172,7 +202,7 @@ def optimum_table(
 def setting_losses(trials: pd.DataFrame, mode: str = "min") -> dict[tuple[str, str, str], np.ndarray]:
     """(variant, scale point, swept JSON) -> the per-seed losses, oriented for minimisation, +inf for a
     diverged seed."""
-    counted = trials[trials["status"].isin(COUNTED)]
+    counted = counted_trials(trials)
     rule = Objective(mode=mode)
     return {
         key: rule.trial_losses(group["status"], group["objective"])
@@ -238,7 +268,8 @@ Cell = tuple[float, float, np.ndarray]  # (scale, log2 value of the hparam, per-
 
 def loss_cells(trials: pd.DataFrame, variant: str, axis: str, hparam: str, mode: str) -> list[Cell]:
     """One cell per (scale, setting of the swept keys): its per-seed losses (+inf for a diverged seed)."""
-    rows = trials[(trials["variant"] == variant) & trials["status"].isin(COUNTED)]
+    rows = counted_trials(trials, axis)
+    rows = rows[rows["variant"] == variant]
     rule = Objective(mode=mode)
     cells = []
     for (scale, swept), cell in rows.groupby([axis, "swept"]):
@@ -338,6 +369,7 @@ def curve_optimum(curve: dict[float, float]) -> dict[str, Any]:
         "bracketed": bracketed,
         "edge": None if bracketed else ("low" if i == 0 else "high"),
         "loss": ys[i],
+        "all_diverged": not math.isfinite(ys[i]),  # no value has a loss: no optimum at this scale
     }
 
 
@@ -508,7 +540,8 @@ def transfer_fit(
                     "completed: an early loss spike judged as divergence? (diverge_factor, diverge_patience)"
                 )
                 break
-    if len(scales) >= 2:
+    if len(scales) >= 2 and all(math.isfinite(o["loss"]) for o in (optima[0], optima[-1])):
+        # Only between two optima: at a scale where every value diverged there is none to drift from or to.
         first, last = optima[0], optima[-1]
         fit.drift_octaves = last["log2_opt"] - first["log2_opt"]
         at_large = interpolate(curves[scales[-1]], first["log2_opt"])
@@ -604,7 +637,17 @@ def verdict(
     bracketed point's values within noise of its best."""
     reasons: list[str] = list(fit.notes)
     unbracketed = [(s, o["edge"]) for s, o in zip(fit.scales, fit.optima, strict=True) if not o["bracketed"]]
-    for scale, edge in unbracketed:
+    if not fit.scales:
+        reasons.append(f"no finished (completed or diverged) trial of {fit.variant} to fit")
+    for scale, optimum in zip(fit.scales, fit.optima, strict=True):
+        edge = optimum["edge"]
+        if optimum["bracketed"]:
+            continue
+        if optimum.get("all_diverged"):
+            reasons.append(
+                f"every value of {fit.hparam} tried at {fit.axis}={scale:g} diverged: no optimum there"
+            )
+            continue
         direction = "upward" if edge == "high" else "downward"
         reasons.append(
             f"not bracketed at {fit.axis}={scale:g}: the optimum is at the {edge} end; extend the grid {direction}"
@@ -707,6 +750,8 @@ def verify_rows(
     record = StudyRecord.of(study)
     mode, z = record.objective.mode, record.search.noise_z
     others = [k for k in record.scale_keys if k != axis]
+    if counted_trials(trials, axis, *others).empty:
+        return []  # nothing finished yet (or no trial has the axis): no transfer to judge
     rows = []
     for variant in dict.fromkeys(trials["variant"]):
         subset = trials[trials["variant"] == variant]
@@ -745,7 +790,8 @@ def _verify_row(fit: TransferFit, name: str, reasons: list[str], at: dict[str, A
         "reasons": reasons,
         "at": at,
         "scales": fit.scales,
-        "optimum_log2": [o["log2_opt"] for o in fit.optima],
+        "optimum_log2": [None if o.get("all_diverged") else o["log2_opt"] for o in fit.optima],
+        "all_diverged": [bool(o.get("all_diverged")) for o in fit.optima],
         "best_loss": [_finite_or_none(o["loss"]) for o in fit.optima],
         "bracketed": [o["bracketed"] for o in fit.optima],
         "fit_rms_octaves": _finite_or_none(fit.fit_rms),
@@ -767,7 +813,9 @@ def extrapolation_rows(
     `target` from the power-law fit of the study's optima, with its 90% interval and the verdict."""
     record = StudyRecord.of(study)
     rows = []
-    for variant in dict.fromkeys(trials["variant"]) if "variant" in trials.columns else []:
+    if counted_trials(trials, axis).empty:
+        return rows  # nothing finished yet: nothing to extrapolate from
+    for variant in dict.fromkeys(trials["variant"]):
         for hparam in record.swept_keys:
             fit = transfer_fit(trials, variant, axis, hparam, record.objective.mode, z=record.search.noise_z)
             name, reasons = verdict(fit)
@@ -785,7 +833,9 @@ def extrapolation_rows(
             }
             if fit.alpha is not None:
                 centre, interval = fit.predict(target)
-                row["value"] = 2.0**centre
-                row["interval"] = [2.0 ** interval[0], 2.0 ** interval[1]] if interval else None
+                row["value"] = _finite_or_none(pow2(centre))
+                row["interval"] = [pow2(interval[0]), pow2(interval[1])] if interval else None
+                if row["interval"] is not None and not all(map(math.isfinite, row["interval"])):
+                    row["interval"] = None
             rows.append(row)
     return rows

@@ -6,16 +6,45 @@ User errors print one line on stderr and exit with status 2.
 
 from __future__ import annotations
 
-import json
+import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
+
+# Click's exceptions, from wherever this Typer takes Click (recent versions carry their own copy).
+_click = sys.modules[typer.BadParameter.__module__]
+
+
+class OneLineErrors(TyperGroup):
+    """Typer's group, with a usage error (a missing or unknown option, a bad value) as one line on stderr,
+    `error: sweeper run: ...`, exit status 2, instead of Rich's usage box."""
+
+    def main(self, args: Sequence[str] | None = None, *pos: Any, standalone_mode: bool = True, **kw: Any):
+        if not standalone_mode:
+            return super().main(args, *pos, standalone_mode=False, **kw)
+        try:
+            code = super().main(args, *pos, standalone_mode=False, **kw)
+        except _click.ClickException as err:
+            if type(err).__name__ == "NoArgsIsHelpError":
+                sys.exit(2)  # the help is printed already
+            ctx = getattr(err, "ctx", None)
+            where = f"{ctx.command_path}: " if ctx is not None else ""
+            hint = f" (see {ctx.command_path} --help)" if isinstance(err, _click.UsageError) and ctx else ""
+            typer.echo(f"error: {where}{one_line(err.format_message()).rstrip('.')}{hint}", err=True)
+            sys.exit(err.exit_code)
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
+    cls=OneLineErrors,
     help="Hyperparameter-transfer sweeps for GPT-style models: does what you tune small hold big?",
     no_args_is_help=True,
     add_completion=False,
@@ -39,25 +68,62 @@ def main() -> None:
     """sweeper: hyperparameter-transfer sweeps for GPT-style models."""
 
 
+def one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn a user error into one line on stderr and exit status 2."""
-    from trainers.config import ConfigError
+    """Turn a user error into one line on stderr and exit status 2: a ConfigError (StudyError and
+    StoreError among them), and the errors that reach here from files a user named (a validation error, a
+    file that cannot be read or written, one that is not UTF-8 text)."""
+    from pydantic import ValidationError
+
+    from trainers.config import ConfigError, format_validation_error
 
     try:
         yield
     except ConfigError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        message = str(err)
+    except ValidationError as err:
+        message = format_validation_error(err, err.title)
+    except UnicodeDecodeError as err:
+        message = f"a file is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8"
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else ""
+        message = f"{where}{err.strerror or err}"
+    else:
+        return
+    typer.echo(f"error: {one_line(message)}", err=True)
+    raise typer.Exit(2)
+
+
+def print_json(value: Any) -> None:
+    """One `--json` output: always valid JSON, with NaN and infinities as null (`display.json_text`)."""
+    from sweeper.display import json_text
+
+    sys.stdout.write(json_text(value) + "\n")
+
+
+def read_config(config: Path | None, sets: list[str] | None, defaults: dict[str, Any] | None = None):
+    """`build_config` with a --config file that cannot be read, or is not UTF-8, named in one line."""
+    from trainers.config import ConfigError, build_config
+
+    try:
+        return build_config(config, sets, defaults=defaults)
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"--config {config}: not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8 YAML"
+        ) from None
+    except OSError as err:
+        raise ConfigError(f"--config {config}: cannot read it ({err.strerror or err})") from None
 
 
 @app.command()
 def train(config: ConfigOption = None, set_: SetOption = None, json_out: JsonOption = False) -> None:
     """Train one model from a config (no Ray): the way to debug a single trial by hand."""
-    from trainers.config import build_config
-
     with user_errors():
-        cfg = build_config(config, set_)
+        cfg = read_config(config, set_)
         from sweeper.display import TrainProgress
         from trainers.train import train as run_training
 
@@ -65,7 +131,7 @@ def train(config: ConfigOption = None, set_: SetOption = None, json_out: JsonOpt
             result = run_training(cfg, report=progress.update)
     summary = result.summary()
     if json_out:
-        sys.stdout.write(json.dumps(summary) + "\n")
+        print_json(summary)
         return
     from sweeper.display import print_train_summary
 
@@ -79,10 +145,8 @@ def params(config: ConfigOption = None, set_: SetOption = None, json_out: JsonOp
     It is the same plan the trainer initialises and optimises with. --json prints a list of objects with
     the keys name, role, shape, fan_in, fan_out, width_mult, init_std, multiplier, lr, weight_decay, tied.
     """
-    from trainers.config import build_config
-
     with user_errors():
-        cfg = build_config(config, set_)
+        cfg = read_config(config, set_)
         from trainers.data import load_corpus
         from trainers.parameterization import attention_scale, build, residual_multiplier
 
@@ -92,7 +156,7 @@ def params(config: ConfigOption = None, set_: SetOption = None, json_out: JsonOp
     if cfg.readout_scaling == "inv_sqrt_width_ablation":
         typer.echo("note: readout_scaling=inv_sqrt_width_ablation is not muP (an ablation)", err=True)
     if json_out:
-        sys.stdout.write(json.dumps(rows) + "\n")
+        print_json(rows)
         return
     from sweeper.display import print_params_table
 
@@ -135,13 +199,15 @@ def coord_check(
     the smallest width. --json: {"passed", "rows": [{module, step, width, l1}], "slopes": [{module,
     step, slope, ok}], "tolerance"}.
     """
-    from trainers.config import ConfigError, build_config
+    from trainers.config import ConfigError
 
     with user_errors():
         width_list = parse_widths(widths)
-        if lr is not None and lr <= 0:
-            raise ConfigError(f"--lr {lr}: must be > 0")
-        cfg = build_config(config, set_, defaults={"base_width": width_list[0]})
+        if lr is not None and not (math.isfinite(lr) and lr > 0):
+            raise ConfigError(f"--lr {lr}: must be a finite number > 0")
+        if plot is not None and plot.is_dir():
+            raise ConfigError(f"--plot {plot}: a folder; give the PNG file to write, e.g. {plot}/coord.png")
+        cfg = read_config(config, set_, defaults={"base_width": width_list[0]})
         for width in width_list:
             cfg.with_updates(width=width)  # a width the head layout cannot take fails here, before training
         from rich.progress import Progress
@@ -159,13 +225,13 @@ def coord_check(
                 lr=lr,
                 on_model_done=lambda *_: progress.advance(task),
             )
-    if plot is not None:
-        from sweeper.plots import plot_coord_check
+        if plot is not None:
+            from sweeper.plots import plot_coord_check
 
-        label = cfg.parameterization + (f" ({cfg.alignment})" if cfg.alignment else "")
-        plot_coord_check([(label, result)], plot)
+            label = cfg.parameterization + (f" ({cfg.alignment})" if cfg.alignment else "")
+            plot_coord_check([(label, result)], plot)
     if json_out:
-        sys.stdout.write(json.dumps(result.as_json()) + "\n")
+        print_json(result.as_json())
     else:
         from sweeper.display import print_coord_check
 
@@ -178,6 +244,22 @@ def coord_check(
 
 ResultsOption = Annotated[Path, typer.Option("--results", help="Results root folder.")]
 StudyOption = Annotated[str, typer.Option("--study", help="Study name (its folder under --results).")]
+
+
+def check_results_root(results: Path, write: bool = False) -> None:
+    """--results must be a folder (or not exist yet), one this user may write to with `write`: a
+    ConfigError naming it otherwise."""
+    import os
+
+    from trainers.config import ConfigError
+
+    try:
+        if results.exists() and not results.is_dir():
+            raise ConfigError(f"--results {results}: a file, not a folder; give the results folder")
+    except OSError as err:
+        raise ConfigError(f"--results {results}: cannot read it ({err.strerror or err})") from None
+    if write and results.is_dir() and not os.access(results, os.W_OK | os.X_OK):
+        raise ConfigError(f"--results {results}: not writable by this user; give a folder you can write to")
 
 
 @app.command()
@@ -203,6 +285,12 @@ def run(
     force: Annotated[
         bool, typer.Option("--force", help="Run even if the pre-flight coordinate check fails.")
     ] = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait", help="Wait for another driver of the same study to finish instead of refusing."
+        ),
+    ] = False,
 ) -> None:
     """Run a study, finish an interrupted one, or extend a grown one: only trials not in the store run.
 
@@ -212,6 +300,7 @@ def run(
     from sweeper.run import run as run_study
 
     with user_errors():
+        check_results_root(results, write=not dry_run)
         code = run_study(
             study,
             results,
@@ -223,27 +312,45 @@ def run(
             rerun_failed=rerun_failed,
             force=force,
             argv=["sweeper", *sys.argv[1:]],
+            wait=wait,
         )
     raise typer.Exit(code)
 
 
 def open_store(results: Path, study: str):
-    from sweeper.store import ResultsStore
+    """The store of --study under --results: a ConfigError naming the flag when there is none."""
+    from sweeper.store import ResultsStore, study_names
     from trainers.config import ConfigError
 
-    if not study or "/" in study or study.startswith("."):
+    if not study or "/" in study or "\\" in study or study.startswith("."):
         raise ConfigError(f"--study {study!r}: expected a plain study name")
+    check_results_root(results)
     store = ResultsStore(results, study)
     if not store.exists():
-        known = (
-            sorted(p.name for p in results.iterdir() if (p / "study.json").exists())
-            if results.is_dir()
-            else []
-        )
+        known = study_names(results)
         raise ConfigError(
             f"--study {study!r}: no results under {results}/; studies there: {', '.join(known) or 'none'}"
         )
     return store
+
+
+def nothing_finished(store, trials) -> str:
+    """The line a reader prints when the current trials (`trials`) hold no finished (completed or
+    diverged) one yet."""
+    statuses = list(trials["status"]) if "status" in trials.columns else []
+    held = (
+        f"{len(statuses)} trials, " + ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
+        if statuses
+        else "no trials"
+    )
+    done = sum(status in ("completed", "diverged") for status in statuses)
+    if done:  # finished trials, but nothing to fit in them (a study that sweeps no key)
+        swept = ", ".join(store.study_record().swept_keys) or "none"
+        return f"{store.study}: no optimum to show from {done} finished trials (swept keys: {swept})"
+    older = len(store.statuses()) - len(statuses)
+    if older > 0:
+        held += f"; {older} more of an older definition of their variant, which no analysis uses"
+    return f"{store.study}: nothing finished yet ({held}); `sweeper status --study {store.study}` counts them"
 
 
 @app.command()
@@ -258,9 +365,9 @@ def status(
     """
     with user_errors():
         store = open_store(results, study)
-    counts = store.status_counts()
+        counts = store.status_counts()
     if json_out:
-        sys.stdout.write(json.dumps(counts) + "\n")
+        print_json(counts)
         return
     typer.echo("  ".join(f"{k} {v if v is not None else '-'}" for k, v in counts.items()))
 
@@ -275,7 +382,8 @@ def best(
     """The best setting per variant and scale point, with bracketing and the parabola-refined optimum.
 
     --json: a list of {"variant", <each scale key>, "best": {key: value}, "objective", "n_trials",
-    "bracketed", "refined": {key: value} or null}.
+    "bracketed", "refined": {key: value} or null}; "best", "objective" and "refined" are null (and
+    "all_diverged" true) at a scale point where every setting diverged.
 
     With a target scale (any scale key, e.g. --width 4096), the optimum extrapolated there from the
     power-law fit of the study's optima, with its 90% interval: --json gives a list of {"variant", "axis",
@@ -283,28 +391,30 @@ def best(
     """
     with user_errors():
         store = open_store(results, study)
-        record = store.study_record()
+        record = store.required_record()
         target = parse_target(ctx.args, record.scale_keys)
-    if target is not None:
-        from sweeper.analysis import extrapolation_rows
+        trials = store.current_trials()
+        if target is not None:
+            from sweeper.analysis import extrapolation_rows
 
-        rows = extrapolation_rows(store.current_trials(), record, *target)
-        if json_out:
-            sys.stdout.write(json.dumps(rows) + "\n")
-            return
+            rows = extrapolation_rows(trials, record, *target)
+        else:
+            from sweeper.analysis import optimum_table
+
+            rows = optimum_table(trials, record)
+        empty = nothing_finished(store, trials) if not rows else None
+    if json_out:
+        print_json(rows)
+    elif empty:
+        typer.echo(empty)
+    elif target is not None:
         from sweeper.display import print_extrapolation
 
         print_extrapolation(rows)
-        return
-    from sweeper.analysis import optimum_table
+    else:
+        from sweeper.display import print_best_table
 
-    rows = optimum_table(store.current_trials(), record)
-    if json_out:
-        sys.stdout.write(json.dumps(rows, default=_json_default) + "\n")
-        return
-    from sweeper.display import print_best_table
-
-    print_best_table(rows, record.scale_keys)
+        print_best_table(rows, record.scale_keys)
 
 
 def parse_target(args: list[str], scale_keys: list[str]) -> tuple[str, float] | None:
@@ -326,8 +436,8 @@ def parse_target(args: list[str], scale_keys: list[str]) -> tuple[str, float] | 
         value = float(args[1])
     except ValueError:
         raise ConfigError(f"--{axis} {args[1]!r}: expected a number") from None
-    if value <= 0:
-        raise ConfigError(f"--{axis} {args[1]}: must be > 0")
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"--{axis} {args[1]}: a target must be a finite positive number")
     return axis, value
 
 
@@ -349,26 +459,34 @@ def verify(
     "regret_abs", "regret_rel", "bracketed_all", "verdict", "reasons": [...]} plus per-scale detail
     ("scales", "optimum_log2", "best_loss", "bracketed", "fit_rms_octaves",
     "leave_largest_out_error_octaves", "basin_width_octaves", "penalty_2x", "penalty_4x", "at").
+    A scale where every value diverged has no optimum: its "optimum_log2" is null ("all_diverged" true
+    there), and "drift_octaves" is null when it is the smallest or the largest.
     """
     from trainers.config import ConfigError
 
     with user_errors():
+        if not math.isfinite(tol):
+            raise ConfigError(f"--tol {tol}: must be a finite number of octaves >= 0")
         store = open_store(results, study)
-        record = store.study_record()
+        record = store.required_record()
         if axis not in record.scale_keys:
             raise ConfigError(
                 f"--axis {axis!r}: not a scale axis of study {study!r}; its axes: "
                 f"{', '.join(record.scale_keys) or 'none'}"
             )
-    from sweeper.analysis import verify_rows
+        from sweeper.analysis import verify_rows
 
-    rows = verify_rows(store.current_trials(), record, axis=axis, tol=tol)
+        trials = store.current_trials()
+        rows = verify_rows(trials, record, axis=axis, tol=tol)
+        empty = nothing_finished(store, trials) if not rows else None
     if json_out:
-        sys.stdout.write(json.dumps(rows) + "\n")
-        return
-    from sweeper.display import print_verify
+        print_json(rows)
+    elif empty:
+        typer.echo(empty)
+    else:
+        from sweeper.display import print_verify
 
-    print_verify(rows)
+        print_verify(rows)
 
 
 @app.command()
@@ -388,45 +506,53 @@ def report(
 
     with user_errors():
         store = open_store(results, study)
-        record = store.study_record()
+        record = store.required_record()
         if axis is not None and axis not in record.scale_keys:
-            raise ConfigError(f"--axis {axis!r}: not a scale axis of study {study!r}")
-    from sweeper.report import build_report
-    from sweeper.tracking import study_tracker
+            raise ConfigError(
+                f"--axis {axis!r}: not a scale axis of study {study!r}; its axes: "
+                f"{', '.join(record.scale_keys) or 'none'}"
+            )
+        folder = out or store.dir / "report"
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"--out {folder}: a file, not a folder; give the folder for the report")
+        store.trials()  # a damaged trial table is one line, before any figure is drawn
+        from sweeper.report import build_report
+        from sweeper.tracking import study_tracker
 
-    tracker = study_tracker(record.wandb, store.dir, study, disabled=no_wandb)
-    try:
-        path = build_report(store, out or store.dir / "report", axis=axis, tracker=tracker)
-    finally:
-        if tracker is not None:
-            tracker.close()
+        tracker = study_tracker(record.wandb, store.dir, study, disabled=no_wandb)
+        try:
+            path = build_report(store, folder, axis=axis, tracker=tracker)
+        finally:
+            if tracker is not None:
+                tracker.close()
     typer.echo(f"report: {path}")
-
-
-def _json_default(value):
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 @app.command("list")
 def list_studies(results: ResultsOption = Path("results"), json_out: JsonOption = False) -> None:
     """The studies under the results folder, with their trial counts.
 
-    --json: a list of {"study", "trials", "completed", "diverged", "stopped", "failed", "planned"}.
+    --json: a list of {"study", "trials", "completed", "diverged", "stopped", "failed", "planned"}; a study
+    whose files cannot be read has null counts and its reason under "error".
     """
     from sweeper.store import study_summaries
 
-    rows = study_summaries(results)
+    with user_errors():
+        check_results_root(results)
+        rows = study_summaries(results)
     if json_out:
-        sys.stdout.write(json.dumps(rows) + "\n")
+        print_json(rows)
         return
     if not rows:
         typer.echo(f"no studies under {results}/")
     for row in rows:
+        if row["trials"] is None:
+            typer.echo(f"{row['study']}: unreadable: {row.get('error')}")
+            continue
         typer.echo(
             f"{row['study']}: {row['trials']} trials ({row['completed']} completed, {row['diverged']} "
             f"diverged, {row['stopped']} stopped, {row['failed']} failed), planned {row['planned'] or '-'}"
+            + (f"; {row['error']}" if row.get("error") else "")
         )
 
 

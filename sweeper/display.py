@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from typing import Any
 
@@ -17,6 +19,29 @@ def stdout_console() -> Console:
     """A console for tables: the terminal's width, or wide enough for whole rows when piped."""
     console = Console()
     return console if console.is_terminal else Console(width=200)
+
+
+def json_safe(value: Any) -> Any:
+    """A value that `json.dumps(..., allow_nan=False)` takes: numpy scalars and arrays as Python values,
+    NaN and +-inf as null, tuples as lists, paths as strings, nested in dicts and lists."""
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(json_safe(k)): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [json_safe(v) for v in value]
+    if isinstance(value, str | bool | int) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return json_safe(value.tolist())
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return None if type(value).__name__ in ("NAType", "NaTType") else str(value)  # pandas' missing values
+
+
+def json_text(value: Any, **kwargs: Any) -> str:
+    """Always valid JSON (RFC 8259: no NaN or Infinity tokens) for every `--json` output."""
+    return json.dumps(json_safe(value), allow_nan=False, **kwargs)
 
 
 def _fmt(value: float | None, fmt: str = ".4f") -> str:
@@ -237,10 +262,14 @@ def print_best_table(rows: list[dict[str, Any]], scale_keys: list[str]) -> None:
     for column in columns:
         table.add_column(column, justify="right" if column in ("objective", "seed sd", "trials") else "left")
     for row in rows:
-        best = ", ".join(f"{k}={_short(v)}" for k, v in row["best"].items())
+        best = setting_text(row.get("best"), _short, row.get("all_diverged"))
         refined = ", ".join(f"{k}={_short(v)}" for k, v in (row["refined"] or {}).items()) or "-"
         interval = optimum_interval_text(row)
-        bracketed = {True: "yes", False: "[yellow]no: at the edge[/]", None: "-"}[row["bracketed"]]
+        bracketed = (
+            "[yellow]no: all diverged[/]"
+            if row.get("all_diverged")
+            else {True: "yes", False: "[yellow]no: at the edge[/]", None: "-"}[row["bracketed"]]
+        )
         objective = "-" if row["objective"] is None else f"{row['objective']:.4f}"
         sd = row.get("noise_sd")
         table.add_row(
@@ -249,13 +278,24 @@ def print_best_table(rows: list[dict[str, Any]], scale_keys: list[str]) -> None:
             best,
             refined,
             interval,
-            within_noise_text(row.get("within_noise"), markup=True),
+            "-" if row.get("all_diverged") else within_noise_text(row.get("within_noise"), markup=True),
             objective,
             "-" if sd is None else f"{sd:.4f}",
             str(row["n_trials"]),
             bracketed,
         )
     stdout_console().print(table)
+
+
+def setting_text(setting: dict[str, Any] | None, short: Any, all_diverged: bool | None = None) -> str:
+    """A best setting as `lr=2^-6`; "all diverged" (or "-") where a scale point has none."""
+    if setting is None:
+        return "all diverged" if all_diverged else "-"
+    return ", ".join(f"{k}={short(v)}" for k, v in setting.items()) or "-"
+
+
+def _octaves(value: float | None, fmt: str = "+.2f") -> str:
+    return "-" if value is None else format(value, fmt)
 
 
 def _pow2(value: float) -> str:
@@ -309,9 +349,10 @@ def print_verify(rows: list[dict[str, Any]]) -> None:
             loss = row["best_loss"][i]
             basin = row["basin_width_octaves"][i]
             pen = row["penalty_2x"][i]
+            optimum = row["optimum_log2"][i]
             table.add_row(
                 f"{scale:g}",
-                f"2^{row['optimum_log2'][i]:.2f}",
+                "all diverged" if optimum is None else f"2^{optimum:.2f}",
                 "-" if loss is None else f"{loss:.4f}",
                 "yes" if row["bracketed"][i] else "[yellow]no[/]",
                 "-" if basin is None else f"{basin:.2f}",
@@ -319,10 +360,11 @@ def print_verify(rows: list[dict[str, Any]]) -> None:
             )
         console.print(table)
         if row["alpha"] is not None:
-            lo, hi = row["alpha_ci"]
+            ci = row["alpha_ci"]
             console.print(
-                f"  alpha {row['alpha']:+.2f} [90% {lo:+.2f}, {hi:+.2f}]  drift "
-                f"{row['drift_octaves']:+.2f} octaves  regret "
+                f"  alpha {row['alpha']:+.2f}"
+                + (f" [90% {ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+                + f"  drift {_octaves(row['drift_octaves'])} octaves  regret "
                 + ("-" if row["regret_rel"] is None else f"{row['regret_rel']:.2%}")
                 + (
                     f"  fit rms {row['fit_rms_octaves']:.2f} oct."
@@ -339,6 +381,12 @@ def print_extrapolation(rows: list[dict[str, Any]]) -> None:
     """`sweeper best --<axis> <target>`: one line per variant and swept key."""
     for row in rows:
         where = f"{row['hparam']} at {row['axis']}={row['target']:g}"
+        if row["value"] is None and row["alpha"] is not None:
+            print(
+                f"{row['variant']}: {where}: out of floating-point range (alpha {row['alpha']:+.2f}, "
+                f"verdict {row['verdict']}): a target that far out is no extrapolation"
+            )
+            continue
         if row["value"] is None:
             print(f"{row['variant']}: {where}: no fit ({'; '.join(row['reasons'])})")
             continue

@@ -7,13 +7,16 @@ handed out and its outcome learnt), and what finished is read back from the stor
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ray import tune
+from ray.tune.stopper import Stopper
 
 from sweeper.grouped_asha import GroupedASHA
 from sweeper.ledger import TrialLedger
@@ -33,6 +36,21 @@ class RunOutcome:
     skipped: int  # trials the store already had
     wall_s: float
     strategy: Strategy
+    fatal: str | None = None  # why the run stopped early: a store write that failed
+    first_failure: str | None = None  # the first failed trial and its error, for the summary
+
+
+class _StopOnFatal(Stopper):
+    """Ends the whole run once the recorder cannot write the store (or the searcher cannot plan)."""
+
+    def __init__(self, recorder: Recorder, searcher: StudySearcher) -> None:
+        self.recorder, self.searcher = recorder, searcher
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.recorder.fatal is not None or self.searcher.fatal is not None
 
 
 def run_study(
@@ -40,6 +58,7 @@ def run_study(
     store: ResultsStore,
     stored: Stored,
     *,
+    tune_dir: Path,
     max_concurrent: int | None = None,
     tracker: Any = None,
     on_progress: Callable[[Progress], None] | None = None,
@@ -47,6 +66,9 @@ def run_study(
     """Run the trials `study` (inherited values bound) needs beyond `stored`, on the Ray already started."""
     start = time.time()
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # Tune's own console tables: sweeper has its display
+    # Tune's experiment state is for Tuner.restore, which sweeper never uses (the store is the record):
+    # write it rarely.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "3600")
     strategy = make_strategy(study, stored)
     ledger = TrialLedger()
     searcher = StudySearcher(strategy, study.objective, max(1, int(study.resources.cpu)), ledger)
@@ -63,20 +85,39 @@ def run_study(
         ),
         run_config=tune.RunConfig(
             name="tune",
-            storage_path=str((store.dir / "ray_results").resolve()),
+            storage_path=str(tune_dir.resolve()),  # never the store: Tune's files are not the record
             verbose=0,
             callbacks=[recorder],
+            stop=_StopOnFatal(recorder, searcher),
             failure_config=tune.FailureConfig(max_failures=2),
         ),
     )
-    tuner.fit()
+    crashed = None
+    tune_logger = logging.getLogger("ray.tune")
+    level = tune_logger.level
+    # A failed trial is recorded with its traceback (errors/<trial_id>.txt): Tune need not print it too.
+    tune_logger.setLevel(logging.CRITICAL)
+    try:
+        tuner.fit()
+    except Exception as err:  # Tune's own writes (its experiment state) fail the same way ours do
+        crashed = _first_line(err)
+    finally:
+        tune_logger.setLevel(level)
+    fatal = recorder.fatal or searcher.fatal or (f"Ray Tune stopped: {crashed}" if crashed else None)
     return RunOutcome(
-        complete=searcher.complete,
+        complete=searcher.complete and fatal is None,
         counts=recorder.progress().counts,
         skipped=len(stored.losses),
         wall_s=time.time() - start,
         strategy=strategy,
+        fatal=fatal,
+        first_failure=recorder.first_failure,
     )
+
+
+def _first_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return f"{type(err).__name__}: {text}"[:300]
 
 
 def _scheduler(study: Study) -> GroupedASHA | None:

@@ -112,6 +112,12 @@ def _save(fig, path: str | Path) -> Path:
     return path
 
 
+def _legend(ax, **kwargs: Any) -> None:
+    """A legend where there is something to label (matplotlib warns on an empty one)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
 def plot_loss_vs_hparam(
     trials, record: Any, axis: str, hparam: str, path: str | Path, verify: list[dict]
 ) -> Path:
@@ -164,8 +170,8 @@ def plot_loss_vs_hparam(
                     diverged, [np.nan] * len(diverged), "x", color=colour
                 )  # placed after limits are known
                 ax._sweeper_diverged = [*getattr(ax, "_sweeper_diverged", []), (diverged, colour)]
-            if fit is not None and scale in fit["scales"]:
-                i = fit["scales"].index(scale)
+            i = fit["scales"].index(scale) if fit is not None and scale in fit["scales"] else None
+            if i is not None and fit["optimum_log2"][i] is not None:  # none where every value diverged
                 x_opt = fit["optimum_log2"][i]
                 y_opt = np.interp(x_opt, xs, means) if len(xs) else np.nan
                 ax.plot(
@@ -224,7 +230,7 @@ def plot_optimum_vs_scale(verify: list[dict], path: str | Path) -> Path:
     for i, row in enumerate(verify):
         colour = colours(i % 10)
         scales = np.array(row["scales"], dtype=float)
-        ys = np.array(row["optimum_log2"])
+        ys = np.array([np.nan if y is None else y for y in row["optimum_log2"]], dtype=float)
         bracketed = np.array(row["bracketed"], dtype=bool)
         label = f"{row['variant']} ({row['hparam']})"
         if row["alpha"] is not None:
@@ -250,7 +256,7 @@ def plot_optimum_vs_scale(verify: list[dict], path: str | Path) -> Path:
     ax.set_xlabel(axis)
     ax.set_ylabel("log2 optimum")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    _legend(ax, fontsize=7, loc="best")
     ax.set_title("Optimum against scale (open circles: not bracketed, not fitted)", fontsize=10)
     fig.tight_layout()
     plt.close(fig)
@@ -291,7 +297,7 @@ def plot_best_curves(
         ax.yaxis.set_major_formatter(ScalarFormatter())
         ax.yaxis.set_minor_formatter(NullFormatter())
     axes[0][0].set_ylabel("validation loss (log scale)")
-    axes[0][-1].legend(fontsize=8)
+    _legend(axes[0][-1], fontsize=8)
     fig.suptitle("Training curves of the best trial per scale point", fontsize=11)
     fig.tight_layout()
     plt.close(fig)
@@ -310,7 +316,7 @@ def plot_best_loss_vs_scale(verify: list[dict], path: str | Path) -> Path:
     ax.set_xlabel(axis)
     ax.set_ylabel("best loss")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(ax, fontsize=8)
     ax.set_title("Best loss against scale", fontsize=10)
     fig.tight_layout()
     plt.close(fig)

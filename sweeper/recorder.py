@@ -4,17 +4,21 @@ when the trial ends, writes it to the results store (and W&B), then tells the di
 from __future__ import annotations
 
 import math
+import re
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from ray import tune
 
 from sweeper.ledger import TrialLedger
-from sweeper.store import ResultsStore, trial_row
+from sweeper.store import ResultsStore, point_label, trial_row
 from sweeper.study import PlannedTrial, Study, group_key
+from trainers.atomic import atomic_write_text
 
 CURVE_KEYS = ("step", "tokens", "train_loss", "val_loss", "lr", "grad_norm", "tokens_per_s", "elapsed_s")
 
@@ -58,6 +62,10 @@ class Recorder(tune.Callback):
         self.counts = RunCounts()
         self.best: dict[tuple, tuple[float, dict]] = {}
         self.recorded_params: set[tuple] = set()
+        self.first_failure: str | None = (
+            None  # "<variant, scale, params>: <message>" of the first failed trial
+        )
+        self.fatal: str | None = None  # why the run must stop: a store write that failed
 
     def __getstate__(self) -> dict:
         # Tune pickles its callbacks for Tuner.restore, which sweeper never uses; this one holds live objects.
@@ -106,15 +114,45 @@ class Recorder(tune.Callback):
         self._record(trial, status, summary, None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        error = getattr(trial, "error_msg", None) or "trial raised an error (see the Ray logs)"
-        self._record(trial, "failed", {}, str(error).strip().splitlines()[-1][:500] if error else None)
+        details = _error_details(trial)
+        self._record(trial, "failed", {}, _error_line(details), details or None)
 
-    def _record(self, tune_trial: Any, status: str, summary: dict, error: str | None) -> None:
+    def _record(
+        self, tune_trial: Any, status: str, summary: dict, error: str | None, details: str | None = None
+    ) -> None:
+        """Store one ended trial. Nothing here may abort the study: a failed store write stops it cleanly
+        (`fatal`, read by the run's stopper), anything else makes the trial a failed one."""
+        if self.fatal is not None:
+            return
         trial = self.ledger.record(tune_trial.trial_id)
         if trial is None:
             return
-        self.counts.running = max(0, self.counts.running - 1)
-        setattr(self.counts, status, getattr(self.counts, status) + 1)
+        try:
+            self._store(tune_trial, trial, status, summary, error, details)
+        except OSError as err:
+            where = getattr(err, "filename", None) or self.store.dir
+            self.fatal = f"could not write {where}: {err.strerror or err}"
+        except Exception as err:  # a bug or an unstorable value: keep the study going, say which trial
+            message = f"could not record the trial: {type(err).__name__}: {err}"
+            try:
+                self._store(tune_trial, trial, "failed", {}, message[:500], None)
+            except Exception as again:
+                self.fatal = f"could not record trial {trial.trial_id}: {type(again).__name__}: {again}"
+        self._tell()
+
+    def _store(
+        self,
+        tune_trial: Any,
+        trial: PlannedTrial,
+        status: str,
+        summary: dict,
+        error: str | None,
+        details: str | None,
+    ) -> None:
+        if details:
+            error_file = self.store.dir / "errors" / f"{trial.trial_id}.txt"
+            atomic_write_text(error_file, details + "\n")
+            error = f"{error} (traceback: {error_file})"
         objective = self.study.objective.of_summary(summary) if status == "completed" else None
         curve = self.curves.pop(tune_trial.trial_id, [])
         config = trial.config.model_dump(mode="json")
@@ -135,6 +173,10 @@ class Recorder(tune.Callback):
             fingerprint=self.fingerprints[trial.variant],
         )
         self.store.record(row, curve)
+        self.counts.running = max(0, self.counts.running - 1)
+        setattr(self.counts, status, getattr(self.counts, status) + 1)
+        if status == "failed" and self.first_failure is None:
+            self.first_failure = f"{trial.variant} {point_label(trial.scale)} {trial.params}: {error}"
         self._record_params(trial)
         if objective is not None:
             key = (trial.variant, group_key(trial.scale))
@@ -151,7 +193,6 @@ class Recorder(tune.Callback):
                 curve=curve,
                 summary={**summary, "objective": objective, "status": status},
             )
-        self._tell()
 
     def _record_params(self, trial: PlannedTrial) -> None:
         """The per-parameter table of each (variant, scale point), once."""
@@ -162,9 +203,32 @@ class Recorder(tune.Callback):
         from trainers.data import load_corpus
         from trainers.parameterization import build
 
-        vocab = load_corpus(trial.config.corpus, trial.config.vocab_size).vocab_size
-        _, plans = build(trial.config, vocab, device="meta")
-        self.store.record_params(trial.variant, trial.scale, [p.as_row() for p in plans])
+        try:
+            vocab = load_corpus(trial.config.corpus, trial.config.vocab_size).vocab_size
+            _, plans = build(trial.config, vocab, device="meta")
+            self.store.record_params(trial.variant, trial.scale, [p.as_row() for p in plans])
+        except Exception as err:  # the table is a convenience: its loss never stops a study
+            print(f"note: no parameter table for {trial.variant} {trial.scale}: {err}", file=sys.stderr)
+
+
+def _error_details(trial: Any) -> str:
+    """The worker's traceback(s), as Tune keeps them in the trial's error file (every attempt's)."""
+    path = getattr(trial, "error_file", None)
+    try:
+        return Path(path).read_text(errors="replace").strip() if path else ""
+    except OSError:
+        return ""
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Failure)\b")
+
+
+def _error_line(details: str) -> str:
+    """The line of a worker's traceback that says what went wrong: its last `SomeError: ...` line (the
+    last non-empty line when there is none)."""
+    lines = [line.strip() for line in details.splitlines() if line.strip()]
+    named = [line for line in lines if _EXCEPTION_LINE.match(line)]
+    return (named or lines or ["trial raised an error (see the Ray logs)"])[-1][:500]
 
 
 def _none_for_nan(point: dict[str, Any]) -> dict[str, Any]:

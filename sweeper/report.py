@@ -9,15 +9,18 @@ from typing import Any
 
 import pandas as pd
 
-from sweeper.analysis import optimum_table, verify_rows
-from sweeper.display import optimum_interval_text, within_noise_text
+from sweeper.analysis import counted_trials, optimum_table, verify_rows
+from sweeper.display import json_text, optimum_interval_text, setting_text, within_noise_text
 from sweeper.store import ResultsStore
 from trainers.atomic import atomic_write_text
 
 
 def best_trials(trials: pd.DataFrame, axis: str, mode: str) -> pd.DataFrame:
     """The best finished trial of each variant and value of the scale axis."""
-    done = trials[trials["status"] == "completed"].dropna(subset=["objective"])
+    counted = counted_trials(trials, axis)
+    if counted.empty:
+        return counted
+    done = counted[counted["status"] == "completed"].dropna(subset=["objective"])
     if done.empty:
         return done
     ascending = mode == "min"
@@ -28,6 +31,8 @@ def steps_ahead(curves: pd.DataFrame, candidate: str, reference: str) -> dict[st
     """How many steps ahead of the reference the candidate is: the step at which the reference reaches the
     candidate's final loss (interpolated) minus the candidate's final step, and their ratio. Positive (ratio
     above 1): the candidate is ahead. Infinite when the reference never gets there."""
+    if not {"trial_id", "step", "val_loss"} <= set(curves.columns):
+        return None  # no curve of either (missing or unreadable files)
     cand = curves[(curves["trial_id"] == candidate) & curves["val_loss"].notna()].sort_values("step")
     ref = curves[(curves["trial_id"] == reference) & curves["val_loss"].notna()].sort_values("step")
     if cand.empty or ref.empty:
@@ -73,17 +78,19 @@ def build_report(store: ResultsStore, out: Path, axis: str | None = None, tracke
     out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, Path] = {}
     verify = verify_rows(trials, record, axis=axis) if axis else []
-    if axis:
+    finished = not counted_trials(trials).empty
+    if axis and not counted_trials(trials, axis).empty:  # figures of what finished, if anything did
         for hparam in record.swept_keys:
             figures[f"loss vs {hparam}"] = plot_loss_vs_hparam(
                 trials, record, axis, hparam, out / f"loss_vs_{hparam}.png", verify
             )
-        if verify:
+        if any(v is not None for row in verify for v in row["optimum_log2"]):
             figures["optimum vs scale"] = plot_optimum_vs_scale(verify, out / "optimum_vs_scale.png")
+        if any(v is not None for row in verify for v in row["best_loss"]):
             figures["best loss vs scale"] = plot_best_loss_vs_scale(verify, out / "best_loss_vs_scale.png")
         best = best_trials(trials, axis, mode)
-        if not best.empty:
-            curves = store.curves(best["trial_id"])
+        curves = store.curves(best["trial_id"]) if not best.empty else None
+        if curves is not None and "val_loss" in curves.columns and not curves.empty:
             figures["training curves"] = plot_best_curves(
                 curves, best, axis, out / "best_curves.png", variants=list(dict.fromkeys(trials["variant"]))
             )
@@ -96,10 +103,22 @@ def build_report(store: ResultsStore, out: Path, axis: str | None = None, tracke
         lines += [record.description.strip(), ""]
     counts = trials["status"].value_counts().to_dict() if not trials.empty else {}
     lines += [
-        f"{len(trials)} trials: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + ".",
+        f"{len(trials)} trials: " + (", ".join(f"{v} {k}" for k, v in counts.items()) or "none yet") + ".",
         f"Objective: {record.objective.describe()}. Search: {record.search.method}.",
         "",
     ]
+    if not finished:
+        lines += [
+            "Nothing has finished yet (no completed or diverged trial): no optimum, verdict or figure.",
+            "",
+        ]
+    if store.unreadable_curves:
+        lines += [
+            f"{len(store.unreadable_curves)} curve files could not be read and are left out of the figures: "
+            + ", ".join(str(p) for p in store.unreadable_curves[:5])
+            + (" ..." if len(store.unreadable_curves) > 5 else ""),
+            "",
+        ]
     if verify:
         lines += [
             "## Verdicts",
@@ -132,15 +151,16 @@ def build_report(store: ResultsStore, out: Path, axis: str | None = None, tracke
             "|---|" + "---|" * len(scale_keys) + "---|---|---|---|---|---|---|---|",
         ]
         for row in table:
-            best_text = ", ".join(
-                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row["best"].items()
+            best_text = setting_text(
+                row["best"], lambda v: f"{v:.4g}" if isinstance(v, float) else str(v), row.get("all_diverged")
             )
             refined = ", ".join(f"{k}={v:.4g}" for k, v in (row["refined"] or {}).items()) or "-"
             lines.append(
                 f"| {row['variant']} | "
                 + " | ".join(str(row.get(k)) for k in scale_keys)
                 + f" | {best_text} | {refined} | {optimum_interval_text(row)} | "
-                + f"{within_noise_text(row.get('within_noise'))} | {_fmt(row['objective'])} | "
+                + ("-" if row.get("all_diverged") else within_noise_text(row.get("within_noise")))
+                + f" | {_fmt(row['objective'])} | "
                 + f"{_fmt(row.get('noise_sd'))} | {row['n_trials']} | "
                 + {True: "yes", False: "no", None: "-"}[row["bracketed"]]
                 + " |"
@@ -157,7 +177,7 @@ def build_report(store: ResultsStore, out: Path, axis: str | None = None, tracke
             ]
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines))
-    atomic_write_text(out / "verify.json", json.dumps(verify, indent=1) + "\n")
+    atomic_write_text(out / "verify.json", json_text(verify, indent=1) + "\n")
     if tracker is not None:
         tables = {
             "verify": pd.DataFrame(
@@ -182,6 +202,8 @@ def _comparison(
     reference = variants[0]
     by_variant = {r["variant"]: r for r in verify}
     ref = by_variant[reference]
+    if not ref["scales"]:
+        return []  # the reference has nothing finished to compare against
     lines = [
         f"## Variants against {reference}",
         "",

@@ -6,19 +6,24 @@ Heavy libraries (torch, Ray) are imported only once a run needs them.
 from __future__ import annotations
 
 import shlex
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sweeper.errors import StudyError
 from sweeper.inherit import bind_inherited
+from sweeper.lock import StudyLock
 from sweeper.preflight import PREFLIGHT_FAILED, preflight
 from sweeper.record import StudyRecord
 from sweeper.store import ResultsStore
 from sweeper.stored import Stored, stored_results
 from sweeper.study import Study, load_study
 
-INTERRUPTED = 130
+INTERRUPTED = 130  # Ctrl-C (SIGINT): 128 + 2, as shells report it
+TERMINATED = 143  # SIGTERM: 128 + 15
+STORE_FAILED = 1  # a store write failed (disk full, permissions): fix it and rerun to resume
 
 
 @dataclass(frozen=True)
@@ -48,8 +53,45 @@ def run(
     argv: list[str] | None = None,
     force: bool = False,
     estimate: bool = True,
+    wait: bool = False,
 ) -> int:
-    """The `run` command; returns its exit status."""
+    """The `run` command; returns its exit status (see `sweeper run --help`)."""
+    with Signals() as signals:
+        try:
+            return _run(
+                path,
+                results_root,
+                signals,
+                address=address,
+                max_concurrent=max_concurrent,
+                dry=dry,
+                no_wandb=no_wandb,
+                rerun_failed=rerun_failed,
+                command=" ".join(shlex.quote(a) for a in (argv or ["sweeper", "run", str(path)])),
+                force=force,
+                estimate=estimate,
+                wait=wait,
+            )
+        except KeyboardInterrupt:  # before the run started: nothing of it was written
+            print("interrupted before any trial ran", file=sys.stderr)
+            return signals.exit_status()
+
+
+def _run(
+    path: Path,
+    results_root: Path,
+    signals: Signals,
+    *,
+    address: str | None,
+    max_concurrent: int | None,
+    dry: bool,
+    no_wandb: bool,
+    rerun_failed: bool,
+    command: str,
+    force: bool,
+    estimate: bool,
+    wait: bool,
+) -> int:
     study = load_study(path)
     store = ResultsStore(results_root, study.name)
     if dry:
@@ -57,20 +99,65 @@ def run(
 
         print_plan(_bound_for_plan(study, results_root), store, rerun_failed, max_concurrent, estimate)
         return 0
-    plan = make_plan(bind_inherited(study, results_root), store, rerun_failed)
+    study = bind_inherited(study, results_root)
+    planned = planned_trials(study)
     from sweeper.local_ray import check_resources
 
-    check_resources(plan.study, address)
-    if plan.study.preflight == "coord_check" and not preflight(plan.study, store, force):
-        return PREFLIGHT_FAILED
-    prepare(plan, store)
-    if plan.nothing_to_run:
-        print(f"{study.name}: every trial the study needs is in {store.dir}; nothing to run", file=sys.stderr)
-        _print_best(ResultsStore(results_root, study.name))
-        return 0
-    outcome = execute(plan, store, address=address, max_concurrent=max_concurrent, no_wandb=no_wandb)
-    command = " ".join(shlex.quote(a) for a in (argv or ["sweeper", "run", str(path)]))
-    return summarise(plan, outcome, ResultsStore(results_root, study.name), command)
+    check_resources(study, address)
+    with StudyLock(store.dir, study.name).acquire(wait=wait) as lock:
+        lock.note()
+        # What the store has is read only now, holding the lock: a driver that waited sees every trial
+        # the one before it recorded.
+        plan = RunPlan(study, planned, stored_results(store, study, rerun_failed))
+        outcome = None
+        try:
+            if plan.study.preflight == "coord_check" and not preflight(plan.study, store, force):
+                return PREFLIGHT_FAILED
+            prepare(plan, store)
+            if plan.nothing_to_run:
+                print(
+                    f"{study.name}: every trial the study needs is in {store.dir}; nothing to run",
+                    file=sys.stderr,
+                )
+                _print_best(ResultsStore(results_root, study.name))
+                return 0
+            outcome = execute(
+                plan, store, lock, signals, address=address, max_concurrent=max_concurrent, no_wandb=no_wandb
+            )
+        except KeyboardInterrupt:
+            outcome = None
+        return summarise(plan, outcome, ResultsStore(results_root, study.name), command, signals)
+
+
+class Signals:
+    """SIGTERM (how SLURM, Kubernetes and systemd stop a job) is handled as Ctrl-C is: a clean stop that
+    keeps every finished trial. Ray installs its own SIGTERM handler when it starts; `install` again after."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._saved: Any = None
+
+    def __enter__(self) -> Signals:
+        self._saved = signal.getsignal(signal.SIGTERM)
+        self.install()
+        return self
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_term)
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        self.received = signal.SIGTERM
+        handler = signal.getsignal(signal.SIGINT)  # Tune's graceful stop while it runs, else Ctrl-C's
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    def exit_status(self) -> int:
+        return TERMINATED if self.received == signal.SIGTERM else INTERRUPTED
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGTERM, self._saved if self._saved is not None else signal.SIG_DFL)
 
 
 def _bound_for_plan(study: Study, results_root: Path) -> Study:
@@ -82,15 +169,13 @@ def _bound_for_plan(study: Study, results_root: Path) -> Study:
         return study
 
 
-def make_plan(study: Study, store: ResultsStore, rerun_failed: bool) -> RunPlan:
+def planned_trials(study: Study) -> int | None:
+    """Trials the study plans in all; None for an adaptive search, which decides as it goes."""
     if study.search.method == "grid":
-        planned = len(study.grid_trials())  # validates every config before anything runs
-    elif study.search.method == "optuna":
-        points = len(study.variants) * len(study.scale_points())
-        planned = points * study.search.num_samples * len(study.seeds)
-    else:
-        planned = None  # adaptive: decided as it goes
-    return RunPlan(study, planned, stored_results(store, study, rerun_failed))
+        return len(study.grid_trials())  # validates every config before anything runs
+    if study.search.method == "optuna":
+        return len(study.variants) * len(study.scale_points()) * study.search.num_samples * len(study.seeds)
+    return None
 
 
 def prepare(plan: RunPlan, store: ResultsStore) -> None:
@@ -107,9 +192,16 @@ def prepare(plan: RunPlan, store: ResultsStore) -> None:
 
 
 def execute(
-    plan: RunPlan, store: ResultsStore, *, address: str | None, max_concurrent: int | None, no_wandb: bool
+    plan: RunPlan,
+    store: ResultsStore,
+    lock: StudyLock,
+    signals: Signals,
+    *,
+    address: str | None,
+    max_concurrent: int | None,
+    no_wandb: bool,
 ):
-    """Run the plan on Ray with the live display; None when interrupted (Ctrl-C) before the run returned."""
+    """Run the plan on Ray with the live display; None when interrupted before the run returned."""
     from sweeper import local_ray
     from sweeper.display import StudyDisplay
     from sweeper.execute import run_study
@@ -117,14 +209,18 @@ def execute(
 
     study = plan.study
     tracker = study_tracker(study.wandb, store.dir, study.name, disabled=no_wandb)
-    temp_dir = local_ray.start(store.dir, address, study)
-    skipped = len(plan.stored.losses) if plan.planned else 0
+    session = None
     try:
+        session = local_ray.start(store.dir, address, study, previous=lock.previous)
+        signals.install()
+        lock.note(ray_dir=str(session.temp_dir) if session.temp_dir else None)
+        skipped = len(plan.stored.losses) if plan.planned else 0
         with StudyDisplay(study, plan.planned, skipped) as display:
             return run_study(
                 study,
                 store,
                 plan.stored,
+                tune_dir=session.tune_dir,
                 max_concurrent=max_concurrent,
                 tracker=tracker,
                 on_progress=display.update,
@@ -132,23 +228,32 @@ def execute(
     except KeyboardInterrupt:
         return None
     finally:
-        local_ray.stop(temp_dir)
+        local_ray.stop(session)
         if tracker is not None:
             tracker.close()
 
 
-def summarise(plan: RunPlan, outcome, store: ResultsStore, command: str) -> int:
+def summarise(plan: RunPlan, outcome, store: ResultsStore, command: str, signals: Signals) -> int:
     """The best table and one line on what ran, read back from the store (trusted over Ray); the resume
     command when the run did not finish."""
     _print_best(store)
     study = plan.study
+    if outcome is not None and outcome.first_failure:
+        print(f"first failed trial: {outcome.first_failure}", file=sys.stderr)
+    if outcome is not None and outcome.fatal:
+        print(
+            f"error: {outcome.fatal}. {len(store.statuses())} finished trials are kept in {store.dir}; fix "
+            f"that, then resume with the same command: {command}",
+            file=sys.stderr,
+        )
+        return STORE_FAILED
     if outcome is None or not outcome.complete:
         print(
             f"interrupted: {len(store.statuses())} finished trials are in {store.dir}; resume with the same "
             f"command:\n  {command}",
             file=sys.stderr,
         )
-        return INTERRUPTED
+        return signals.exit_status()
     counts = outcome.counts
     print(
         f"{study.name}: ran {counts.done} trials ({counts.completed} completed, {counts.diverged} diverged, "

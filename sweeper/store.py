@@ -14,6 +14,8 @@ over the target, so a crash or a kill never leaves a half-written file and a rea
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import socket
 import subprocess
 from collections.abc import Iterable
@@ -21,12 +23,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from sweeper.errors import StoreError
 from sweeper.record import StudyRecord
 from trainers.atomic import atomic_write, atomic_write_json
 
 DONE_STATUSES = ("completed", "diverged", "stopped")  # finished results: never rerun
 STATUSES = (*DONE_STATUSES, "failed")
 TRIALS_FILE = "trials.parquet"
+RECORD_FILE = "study.json"
 
 
 @cache
@@ -65,6 +69,7 @@ class ResultsStore:
         self.study = study
         self._rows: dict[str, dict[str, Any]] | None = None
         self._record: StudyRecord | None = None
+        self.unreadable_curves: list[Path] = []
 
     @property
     def trials_path(self) -> Path:
@@ -74,20 +79,67 @@ class ResultsStore:
     def curves_dir(self) -> Path:
         return self.dir / "curves"
 
+    @property
+    def record_path(self) -> Path:
+        return self.dir / RECORD_FILE
+
     def exists(self) -> bool:
-        return self.trials_path.exists() or (self.dir / "study.json").exists()
+        return _exists(self.trials_path) or _exists(self.record_path)
 
     # --- reading ---
+    # Every read either answers or raises a StoreError: one line naming the file and what to do.
     def _load_rows(self) -> dict[str, dict[str, Any]]:
         if self._rows is None:
-            self._rows = {}
-            if self.trials_path.exists():
-                import pandas as pd
-
-                frame = pd.read_parquet(self.trials_path)
-                for row in frame.to_dict("records"):
-                    self._rows[row["trial_id"]] = row
+            frame = self._read_trials() if _exists(self.trials_path) else None
+            rows: dict[str, dict[str, Any]] = {}
+            for row in frame.to_dict("records") if frame is not None else ():
+                rows[row["trial_id"]] = row
+            self._rows = rows
         return self._rows
+
+    def _read_trials(self):
+        """trials.parquet as a DataFrame; a StoreError when it cannot be read or is not a trial table."""
+        import pandas as pd
+        import pyarrow
+
+        path = self.trials_path
+        if not path.is_file():
+            why = "a folder, not a file"
+        else:
+            try:
+                frame = pd.read_parquet(path)
+            except PermissionError as err:
+                raise StoreError(f"{path}: cannot read it ({err.strerror}); check its permissions") from None
+            except (OSError, ValueError, pyarrow.ArrowException):
+                why = "truncated or damaged (not a readable Parquet file)"
+            else:
+                missing = [c for c in ("trial_id", "status") if c not in frame.columns]
+                if not missing:
+                    return frame
+                why = f"not a trial table (no {' or '.join(missing)} column)"
+        # The trial rows live in this one file: curves/<id>.parquet holds only the curves, so nothing
+        # rebuilds the rows, and a rerun plans every trial whose row is missing (sweeper/stored.py).
+        raise StoreError(
+            f"{path}: {why}. The trial rows are only in this file (curves/ keeps the curves, not the rows), "
+            f"so they cannot be rebuilt: move it aside (mv {path} {path}.corrupt) and rerun "
+            f"`sweeper run {self._source_hint()}`, which runs the lost trials again"
+        )
+
+    def _source_hint(self) -> str:
+        """The study's YAML as study.json names it (even a damaged one, where the key is still legible),
+        for the advice of an error; a placeholder otherwise."""
+        try:
+            text = self.record_path.read_bytes().decode("utf-8", errors="replace")
+        except OSError:
+            text = ""
+        try:
+            source = json.loads(text).get("source")
+        except (ValueError, AttributeError):
+            found = re.search(r'"source"\s*:\s*"([^"\\]+)"', text)
+            source = found.group(1) if found else None
+        if isinstance(source, str) and source.strip() and "\n" not in source:
+            return shlex.quote(source)
+        return "<the study's YAML>"
 
     def trials(self):
         """The trial table as a DataFrame (empty, with an id and a status column, before any trial)."""
@@ -157,31 +209,76 @@ class ResultsStore:
         return {tid for tid, status in self.statuses().items() if status in keep}
 
     def curves(self, trial_ids: Iterable[str] | None = None):
+        """The curves of these trials (all when None), one frame; a curve file that cannot be read is
+        left out and listed in `unreadable_curves` (a curve only draws a figure)."""
         import pandas as pd
+        import pyarrow
 
-        if not self.curves_dir.exists():
-            return pd.DataFrame({"trial_id": pd.Series(dtype=str)})
+        empty = pd.DataFrame({"trial_id": pd.Series(dtype=str)})
+        if not self.curves_dir.is_dir():
+            return empty
         files = (
             [self.curves_dir / f"{tid}.parquet" for tid in trial_ids]
             if trial_ids is not None
             else sorted(self.curves_dir.glob("*.parquet"))
         )
-        frames = [pd.read_parquet(f) for f in files if f.exists()]
+        frames = []
+        for file in files:
+            if not file.is_file():
+                continue
+            try:
+                frames.append(pd.read_parquet(file))
+            except (OSError, ValueError, pyarrow.ArrowException):
+                if file not in self.unreadable_curves:
+                    self.unreadable_curves.append(file)
         if not frames:
-            return pd.DataFrame({"trial_id": pd.Series(dtype=str)})
+            return empty
         return pd.concat(frames, ignore_index=True)
 
+    def has_record(self) -> bool:
+        return _exists(self.record_path)
+
     def study_record(self) -> StudyRecord:
-        """study.json as a typed record (all defaults when there is none yet); read once per store."""
+        """study.json as a typed record (all defaults when there is none yet); read once per store. A
+        StoreError when it is there but cannot be read."""
         if self._record is None:
-            path = self.dir / "study.json"
-            self._record = StudyRecord.of(json.loads(path.read_text()) if path.exists() else None)
+            self._record = self._read_record() if _exists(self.record_path) else StudyRecord.of(None)
         return self._record
+
+    def required_record(self) -> StudyRecord:
+        """study.json, for a reader that needs the study's scale and swept keys: a StoreError when the store
+        has none (a deleted study.json)."""
+        if not self.has_record():
+            raise StoreError(
+                f"{self.record_path}: missing, and best, verify and report need it (the study's scale and "
+                "swept keys); rerun `sweeper run <the study's YAML>` to rewrite it (the trials already in "
+                f"{self.trials_path.name} are kept and do not run again)"
+            )
+        return self.study_record()
+
+    def _read_record(self) -> StudyRecord:
+        path = self.record_path
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except PermissionError as err:
+            raise StoreError(f"{path}: cannot read it ({err.strerror}); check its permissions") from None
+        except UnicodeDecodeError:
+            why = "not UTF-8 text"
+        except OSError as err:
+            why = f"cannot read it: {err.strerror or err}"
+        else:
+            record, why = _parse_record(text)
+            if record is not None:
+                return record
+        raise StoreError(
+            f"{path}: not a readable study record ({why}); rerun `sweeper run {self._source_hint()}` to "
+            f"rewrite it, or move it aside (mv {path} {path}.corrupt)"
+        )
 
     # --- writing (the driver only) ---
     def write_study_record(self, record: StudyRecord | dict[str, Any]) -> None:
         record = StudyRecord.of(record)
-        atomic_write_json(self.dir / "study.json", record.as_json())
+        atomic_write_json(self.record_path, record.as_json())
         self._record = record
 
     def record(self, row: dict[str, Any], curve: list[dict[str, Any]]) -> None:
@@ -222,22 +319,85 @@ class ResultsStore:
         atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
+def _exists(path: Path) -> bool:
+    """Path.exists, with a folder that cannot be searched as a StoreError rather than a traceback."""
+    try:
+        return path.exists()
+    except OSError as err:
+        raise StoreError(
+            f"{path.parent}: cannot read it ({err.strerror or err}); check its permissions"
+        ) from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    line = text[0] if text else type(err).__name__
+    return line if len(line) <= 160 else line[:157] + "..."
+
+
+def _parse_record(text: str) -> tuple[StudyRecord | None, str]:
+    """study.json's text as a record, or None and why not."""
+    from pydantic import ValidationError
+
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        return None, f"not valid JSON: {_first_line(err)}"
+    if not isinstance(data, dict):
+        return None, f"a JSON {type(data).__name__}, not an object"
+    try:
+        return StudyRecord.of(data), ""
+    except ValidationError as err:
+        first = err.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return None, f"{where}: {first['msg']}" if where else first["msg"]
+
+
+def _is_study_folder(path: Path) -> bool:
+    try:
+        return ResultsStore(path.parent, path.name).exists()
+    except StoreError:
+        return path.is_dir()  # a folder that cannot be read is listed, with the reason
+
+
+def study_names(root: Path) -> list[str]:
+    """The study folders under `root` (those with a study.json or a trials.parquet), sorted; none when
+    `root` does not exist, a StoreError when it cannot be listed."""
+    try:
+        return sorted(p.name for p in root.iterdir() if _is_study_folder(p))
+    except FileNotFoundError:
+        return []
+    except OSError as err:
+        raise StoreError(f"--results {root}: cannot list it ({err.strerror or err})") from None
+
+
 def study_summaries(root: Path) -> list[dict[str, Any]]:
-    """`sweeper list --json`: per study folder under `root`, its trial counts by status and plan size."""
+    """`sweeper list --json`: per study folder under `root` (one with a study.json or a trials.parquet),
+    its trial counts by status and plan size. A study whose files cannot be read still has its row, with
+    null counts (or a null plan size) and the one-line reason under "error"."""
     rows = []
-    if not root.is_dir():
-        return rows
-    for folder in sorted(p for p in root.iterdir() if (p / "study.json").exists()):
-        store = ResultsStore(root, folder.name)
-        statuses = list(store.statuses().values())
-        rows.append(
-            {
-                "study": folder.name,
-                "trials": len(statuses),
-                **{status: statuses.count(status) for status in STATUSES},
-                "planned": store.study_record().planned,
-            }
-        )
+    for name in study_names(root):
+        store = ResultsStore(root, name)
+        row: dict[str, Any] = {
+            "study": name,
+            "trials": None,
+            **dict.fromkeys(STATUSES),
+            "planned": None,
+        }
+        errors = []
+        try:
+            statuses = list(store.statuses().values())
+            row["trials"] = len(statuses)
+            row.update({status: statuses.count(status) for status in STATUSES})
+        except StoreError as err:
+            errors.append(str(err))
+        try:
+            row["planned"] = store.study_record().planned
+        except StoreError as err:
+            errors.append(str(err))
+        if errors:
+            row["error"] = "; ".join(errors)
+        rows.append(row)
     return rows
 
 

@@ -31,12 +31,22 @@ from sweeper.errors import StudyError
 from sweeper.identity import definition_fingerprint, trial_id
 from sweeper.objective import Objective
 from sweeper.yaml_lines import Loc, dotted, line_of, parse_yaml
-from trainers.config import TrainConfig, format_validation_error
+from trainers.config import MAX_SEED, MAX_YAML_BYTES, TrainConfig, format_validation_error, shown
 
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-PLAIN_NAME_RULE = "letters, digits, '_', '.', '-', starting with a letter or digit, no '..'"
+MAX_NAME = 100  # characters of a study or variant name: each names a folder or file of the store
+PLAIN_NAME_RULE = (
+    f"letters, digits, '_', '.', '-', starting with a letter or digit, no '..', at most {MAX_NAME} characters"
+)
 SWEEP_KINDS = ("log2_grid", "values", "loguniform", "uniform", "choice")
 MAX_GRID = 1000  # values in one log2_grid; more is almost surely a typo in step
+# Trials a study may plan unless its `max_trials` says more: counted without expanding them, before any
+# trial config is built (a 10^7-trial grid would otherwise be validated trial by trial, for minutes).
+DEFAULT_MAX_TRIALS = 100_000
+MAX_STUDY_BYTES = MAX_YAML_BYTES  # 256 KiB: those in studies/ have 1-2 kB
+# Optuna seeds each (variant, scale point) with search.seed * 1000 + its index, and its samplers take
+# seeds below 2**32.
+MAX_SEARCH_SEED = 4_000_000
 
 
 def _invalid(msg: str, *where: str | int) -> PydanticCustomError:
@@ -45,8 +55,8 @@ def _invalid(msg: str, *where: str | int) -> PydanticCustomError:
 
 
 def _plain_name(value: str, what: str, *where: str | int) -> str:
-    if not PLAIN_NAME.fullmatch(value) or ".." in value:
-        raise _invalid(f"{what} {value!r} is not a plain name ({PLAIN_NAME_RULE})", *where)
+    if len(value) > MAX_NAME or not PLAIN_NAME.fullmatch(value) or ".." in value:
+        raise _invalid(f"{what} {shown(value)} is not a plain name ({PLAIN_NAME_RULE})", *where)
     return value
 
 
@@ -62,16 +72,52 @@ def _train_key_problem(key: str, what: str) -> str | None:
     if key == "seed":
         return f"'seed' cannot be set in {what}: list seeds in the top-level 'seeds'"
     if key not in TrainConfig.model_fields:
-        close = get_close_matches(str(key), TrainConfig.model_fields, n=1)
+        close = get_close_matches(str(key), TrainConfig.model_fields, n=1) if len(str(key)) < 100 else []
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"unknown trainer key {key!r}{hint}"
+        return f"unknown trainer key {shown(key)}{hint}"
     return None
 
 
+def _number_kind(key: str) -> type | None:
+    """int or float when the trainer key takes a number (or null), else None."""
+    field = TrainConfig.model_fields.get(key)
+    if field is None:
+        return None
+    kinds = {a for a in (get_args(field.annotation) or (field.annotation,)) if a is not type(None)}
+    return kinds.pop() if len(kinds) == 1 and kinds <= {int, float} else None
+
+
+def _not_a_number(key: str, value: Any) -> str | None:
+    """Why a value listed for a numeric trainer key is not a number (TrainConfig would coerce '0.001' and
+    true, but the analysis reads the values as written), or None."""
+    if _number_kind(key) is None or not isinstance(value, str | bool):
+        return None
+    if isinstance(value, bool):
+        return f"{value} is a boolean, but {key} takes a number"
+    return f"{shown(value)} is a string, but {key} takes a number: write it unquoted (e.g. 0.001 or 1e-3)"
+
+
+def _freeze(value: Any) -> Any:
+    """A hashable stand-in for a YAML value, equal exactly when the values are equal (lists and mappings
+    included), so that duplicates and positions are found in one pass."""
+    if isinstance(value, list | tuple):
+        return (type(value).__name__, tuple(_freeze(v) for v in value))
+    if isinstance(value, dict):
+        return ("dict", frozenset((_freeze(k), _freeze(v)) for k, v in value.items()))
+    try:
+        hash(value)
+    except TypeError:
+        return ("id", id(value))
+    return value
+
+
 def _first_duplicate(items: list[Any]) -> int | None:
+    seen: set[Any] = set()
     for i, item in enumerate(items):
-        if item in items[:i]:
+        key = _freeze(item)
+        if key in seen:
             return i
+        seen.add(key)
     return None
 
 
@@ -80,11 +126,15 @@ def _shown(x: float) -> str:
 
 
 def _describe(values: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in values.items())
+    return ", ".join(f"{k}={shown(v)}" for k, v in values.items())
+
+
+def _context(variant: str, point: dict[str, Any], params: dict[str, Any]) -> str:
+    return ", ".join(x for x in (f"variant {variant}", _describe(point), _describe(params)) if x)
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class SweepSpec(_Spec):
@@ -126,7 +176,7 @@ class SweepSpec(_Spec):
             items = getattr(self, kind)
             dup = _first_duplicate(items)
             if dup is not None:
-                raise _invalid(f"duplicate value {items[dup]!r}", kind, dup)
+                raise _invalid(f"duplicate value {shown(items[dup])}", kind, dup)
         return self
 
     @property
@@ -137,9 +187,25 @@ class SweepSpec(_Spec):
     def enumerable(self) -> bool:
         return self.kind in ("log2_grid", "values", "choice")
 
+    def size(self) -> int:
+        """How many values an enumerable spec has (without listing them)."""
+        if self.log2_grid is not None:
+            return self._grid_size()
+        return len(self.values if self.values is not None else self.choice or [])
+
+    def listed(self) -> list[Any]:
+        """The values written out in the study (values or choice), else []."""
+        return self.values if self.values is not None else self.choice or []
+
+    def bounds(self) -> list[float]:
+        """The ends of a range (loguniform, uniform): values a sampler may return, like the grid's."""
+        spec = self.loguniform or self.uniform
+        return list(spec) if spec is not None else []
+
     def _grid_size(self) -> int:
         lo, hi = self.log2_grid or (0.0, 0.0)
-        return math.floor((hi - lo) / self.step + 1e-9) + 1
+        span = (hi - lo) / self.step
+        return math.floor(span + 1e-9) + 1 if span < 1e15 else 10**15  # a subnormal step: "too many"
 
     def grid(self) -> list[Any]:
         """Every value of an enumerable spec: 2**k for k = lo, lo+step, ..., hi; or the listed values."""
@@ -169,7 +235,7 @@ class SweepSpec(_Spec):
 class SearchSpec(_Spec):
     method: Literal["grid", "optuna", "adaptive"] = "grid"
     num_samples: int = Field(8, ge=1)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEARCH_SEED)
     sampler: Literal["tpe", "random"] = "tpe"
     # Adaptive only: seeds beyond `seeds` that the search may add at one swept value, where the basin is
     # flat or noisy (0: never, the plain line search).
@@ -258,7 +324,7 @@ class Study(_Spec):
     scale: dict[str, list[Any]] = {}
     sweep: dict[str, SweepSpec] = {}
     search: SearchSpec = SearchSpec()
-    seeds: list[Annotated[int, Field(ge=0)]] = Field([0], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field([0], min_length=1)
     objective: ObjectiveSpec = ObjectiveSpec()
     early_stop: EarlyStopSpec | None = None
     resources: ResourcesSpec = ResourcesSpec()
@@ -266,12 +332,17 @@ class Study(_Spec):
     wandb: WandbSpec = WandbSpec()
     inherit: InheritSpec | None = None
     preflight: Literal["coord_check"] | None = None
+    # The most trials the study may plan (default DEFAULT_MAX_TRIALS): a guard against a typo that makes
+    # a grid of millions.
+    max_trials: int | None = Field(None, ge=1)
 
     # Where the study came from: not YAML keys.
     _source: str = PrivateAttr("study")
     _root: yaml.Node | None = PrivateAttr(None)
     # Per variant, the values taken from another study (`inherit:`), bound once by `with_inherited`.
     _inherited: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)
+    # Positions of the values listed in scale axes and sweeps, for error locations (see `_position`).
+    _positions: dict[Loc, tuple[list[Any], dict[Any, int]]] = PrivateAttr(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -311,7 +382,11 @@ class Study(_Spec):
                 raise _invalid(f"empty scale axis {axis!r}: give at least one value", axis)
             dup = _first_duplicate(values)
             if dup is not None:
-                raise _invalid(f"duplicate value {values[dup]!r}", axis, dup)
+                raise _invalid(f"duplicate value {shown(values[dup])}", axis, dup)
+            for i, value in enumerate(values):
+                problem = _not_a_number(axis, value)
+                if problem:
+                    raise _invalid(problem, axis, i)
         return scale
 
     @field_validator("sweep")
@@ -320,6 +395,11 @@ class Study(_Spec):
         if not sweep:
             raise _invalid("empty sweep: leave it out, or give at least one key")
         _check_train_keys(list(sweep), "sweep")
+        for key, spec in sweep.items():
+            for i, value in enumerate(spec.listed()):
+                problem = _not_a_number(key, value)
+                if problem:
+                    raise _invalid(problem, key, spec.kind, i)
         return sweep
 
     @field_validator("seeds")
@@ -353,9 +433,73 @@ class Study(_Spec):
             key, spec = next(iter(self.sweep.items()))
             if spec.log2_grid is None:
                 raise _invalid(f"adaptive search needs a log2_grid sweep, got {spec.kind}", "sweep", key)
-        if self.search.method == "optuna" and not self.sweep:
-            raise _invalid("optuna search needs at least one key in sweep", "search", "method")
+        if self.search.method == "optuna":
+            if not self.sweep:
+                raise _invalid("optuna search needs at least one key in sweep", "search", "method")
+            for key, spec in self.sweep.items():
+                if _number_kind(key) is int and not spec.listed():
+                    raise _invalid(
+                        f"{key} takes whole numbers, but optuna samples a {spec.kind} sweep as a continuous "
+                        "range: list the values to try (values: [...])",
+                        "sweep",
+                        key,
+                        spec.kind,
+                    )
+            groups = len(self.variants) * math.prod(len(v) for v in self.scale.values())
+            if self.search.seed * 1000 + groups - 1 > MAX_SEED:
+                raise _invalid(
+                    f"optuna seeds each of the {groups} (variant, scale point) groups with seed x 1000 + its "
+                    f"index, which must stay below 2**32: use a seed of at most {(MAX_SEED - groups + 1) // 1000}",
+                    "search",
+                    "seed",
+                )
+        self._check_trial_count()
         return self
+
+    def trial_count(self) -> int:
+        """The trials the study plans, counted without expanding them: variants x scale points x seeds x
+        the sweep grid's size (grid search; adaptive search's full grid), or x num_samples (optuna)."""
+        return math.prod(n for _, n, _ in self._count_factors())
+
+    def _count_factors(self) -> list[tuple[str, int, Loc]]:
+        """(what, how many, where in the YAML) for each factor of `trial_count`."""
+        settings: tuple[str, int, Loc]
+        if self.search.method == "optuna":
+            settings = ("samples (search.num_samples)", self.search.num_samples, ("search", "num_samples"))
+        else:
+            grid = math.prod(spec.size() for spec in self.sweep.values() if spec.enumerable)
+            settings = ("sweep settings", grid, ("sweep",))
+        points = math.prod(len(values) for values in self.scale.values())
+        return [
+            ("variants", len(self.variants), ("variants",)),
+            ("scale points", points, ("scale",)),
+            ("seeds", len(self.seeds), ("seeds",)),
+            settings,
+        ]
+
+    def _check_trial_count(self) -> None:
+        factors = self._count_factors()
+        count = math.prod(n for _, n, _ in factors)
+        cap = self.max_trials or DEFAULT_MAX_TRIALS
+        if count <= cap:
+            return
+        shown_count = str(count) if count < 10**15 else f"about 10^{len(str(count)) - 1}"
+        singular = {"variants": "variant", "scale points": "scale point", "seeds": "seed"}
+        breakdown = " x ".join(
+            f"{n} {singular.get(what, what) if n == 1 else what}" for what, n, _ in factors
+        )
+        if "max_trials" in self.model_fields_set:
+            raise _invalid(
+                f"the study plans {shown_count} trials ({breakdown}), more than max_trials {cap}: shrink the "
+                "study or raise max_trials",
+                "max_trials",
+            )
+        where = max(factors, key=lambda f: f[1])[2]
+        raise _invalid(
+            f"the study plans {shown_count} trials ({breakdown}); at most {cap} unless the study says more: "
+            f"shrink it, or raise the cap with a top-level max_trials: {shown_count}",
+            *where,
+        )
 
     # --- construction ---
     @classmethod
@@ -386,7 +530,7 @@ class Study(_Spec):
         fingerprints) uses them."""
         unknown = sorted(set(inherited) - set(self.variants))
         if unknown:
-            raise StudyError(f"{self.source}: inherit: no variant {unknown[0]!r} in this study")
+            raise StudyError(f"{self.source}: inherit: no variant {shown(unknown[0])} in this study")
         bound = self.model_copy()
         bound._inherited = {variant: dict(values) for variant, values in inherited.items()}
         bound.validate_configs()
@@ -413,7 +557,7 @@ class Study(_Spec):
         """trainer < inherited < variant patch < scale point < params < seed, validated."""
         if variant not in self.variants:
             raise StudyError(
-                f"{self._where(('variants',))}: no variant {variant!r}; known: {', '.join(self.variants)}"
+                f"{self._where(('variants',))}: no variant {shown(variant)}; known: {', '.join(self.variants)}"
             )
         layers = self._layers(variant, scale_point, params, seed, self._inherited.get(variant, {}))
         merged: dict[str, Any] = {}
@@ -422,9 +566,7 @@ class Study(_Spec):
         try:
             return TrainConfig.model_validate(merged)
         except ValidationError as err:
-            context = ", ".join(
-                x for x in (f"variant {variant}", _describe(scale_point), _describe(params)) if x
-            )
+            context = _context(variant, scale_point, params)
             where = self._where(_blame(err, layers))
             raise StudyError(format_validation_error(err, f"{where}: {context}")) from None
 
@@ -454,26 +596,61 @@ class Study(_Spec):
         return {key: self._probe(key, spec) for key, spec in self.sweep.items()}
 
     def validate_configs(self) -> None:
-        """Check every variant x scale point x seed before anything runs.
+        """Check every variant x scale point before anything runs, and each corpus it names (to exist, and
+        to fit vocab_size and seq_len) without building it.
 
-        Swept keys take their first grid value (or the midpoint of a range); each further grid value is
-        also checked once per variant and scale point, one key at a time.
+        Swept keys take their first grid value (or the midpoint of a range); each further grid value, and
+        each end of a range, is also checked once per variant and scale point, one key at a time. Seeds
+        differ only in `seed`, which the schema bounds as TrainConfig does, so one seed stands for all:
+        the work grows with variants x points x (grid values summed over keys), never with their product.
         """
         probe = self.probe_params()
+        seed = self.seeds[0]
+        # Besides the probe: the rest of each grid, and both ends of each range (a sampler may return them).
+        others = {
+            key: spec.grid()[1:] if spec.enumerable else [v for v in spec.bounds() if v != probe[key]]
+            for key, spec in self.sweep.items()
+        }
+        corpora: dict[tuple[str, int | None, int], tuple[str, str] | None] = {}
         for variant in self.variants:
             for point in self.scale_points():
-                for seed in self.seeds:
-                    config = self.trial_config(variant, point, probe, seed)
-                    self._check_grace(config, variant, point)
-                for key, spec in self.sweep.items():
-                    for value in spec.grid()[1:] if spec.enumerable else []:
-                        self.trial_config(variant, point, {**probe, key: value}, self.seeds[0])
+                config = self._checked_config(variant, point, probe, seed, corpora)
+                self._check_grace(config, variant, point)
+                for key, values in others.items():
+                    for value in values:
+                        self._checked_config(variant, point, {**probe, key: value}, seed, corpora)
         self._check_distinct_variants(probe)
         if self.objective.metric == "train_loss" and self.objective.use == "best":
             raise StudyError(
                 f"{self.source}: objective: use 'best' needs metric val_loss (the train loss is "
                 "reported as a final value)"
             )
+
+    def _checked_config(
+        self,
+        variant: str,
+        point: dict[str, Any],
+        params: dict[str, Any],
+        seed: int,
+        corpora: dict[tuple[str, int | None, int], tuple[str, str] | None],
+    ) -> TrainConfig:
+        """`trial_config`, with its corpus checked to exist and to fit the vocab_size and seq_len (each
+        combination once, memoized in `corpora`), without building the corpus."""
+        from trainers.data import corpus_problem  # numpy; not needed for --help
+
+        config = self.trial_config(variant, point, params, seed)
+        key = (config.corpus, config.vocab_size, config.seq_len)
+        if key not in corpora:
+            corpora[key] = corpus_problem(*key)
+        problem = corpora[key]
+        if problem is not None:
+            field, message = problem
+            layers = self._layers(variant, point, params, seed, self._inherited.get(variant, {}))
+            if not any(field in values for _, values, _ in layers):
+                field = "corpus"  # seq_len or vocab_size at its default: the corpus is what does not fit
+            where = self._where(_key_loc(layers, field))
+            raise StudyError(f"{where}: {_context(variant, point, params)}: {message}")
+        return config
 
     def _check_distinct_variants(self, probe: dict[str, Any]) -> None:
         """Two variants that resolve to the same configs would share trial ids (and results)."""
@@ -483,7 +660,7 @@ class Study(_Spec):
             tid = trial_id(self.trial_config(variant, point, probe, self.seeds[0]))
             if tid in seen:
                 raise StudyError(
-                    f"{self.source}: variants: {seen[tid]!r} and {variant!r} give identical trials (their patches "
+                    f"{self.source}: variants: {shown(seen[tid])} and {shown(variant)} give identical trials (their patches "
                     "resolve to the same config); drop one or make them differ"
                 )
             seen[tid] = variant
@@ -527,19 +704,30 @@ class Study(_Spec):
             layers.append((loc, {key: value}, False))
         layers.append((("variants", variant), self.variants[variant], True))
         for axis, value in point.items():
-            axis_values = self.scale.get(axis, [])
-            loc = ("scale", axis, axis_values.index(value)) if value in axis_values else ("scale", axis)
+            index = self._position(("scale", axis), self.scale.get(axis, []), value)
+            loc = ("scale", axis) if index is None else ("scale", axis, index)
             layers.append((loc, {axis: value}, False))
         for key, value in params.items():
             spec = self.sweep.get(key)
             loc = ("sweep", key) if spec is None else ("sweep", key, spec.kind)
-            listed = (spec.values or spec.choice or []) if spec else []
-            if value in listed:
-                loc = (*loc, listed.index(value))
+            index = None if spec is None else self._position(loc, spec.listed(), value)
+            if index is not None:
+                loc = (*loc, index)
             layers.append((loc, {key: value}, False))
-        loc = ("seeds", self.seeds.index(seed)) if seed in self.seeds else ("seeds",)
-        layers.append((loc, {"seed": seed}, False))
+        index = self._position(("seeds",), self.seeds, seed)
+        layers.append((("seeds",) if index is None else ("seeds", index), {"seed": seed}, False))
         return layers
+
+    def _position(self, name: Loc, items: list[Any], value: Any) -> int | None:
+        """The index of `value` in `items` (the list at `name`), from a table built once per list: a
+        lookup per trial config, not a scan of a long axis or values list."""
+        cached = self._positions.get(name)
+        if cached is None or cached[0] is not items:
+            table: dict[Any, int] = {}
+            for i, item in enumerate(items):
+                table.setdefault(_freeze(item), i)
+            cached = self._positions[name] = (items, table)
+        return cached[1].get(_freeze(value))
 
     @staticmethod
     def _probe(key: str, spec: SweepSpec) -> Any:
@@ -566,21 +754,36 @@ def _blame(err: ValidationError, layers: list[tuple[Loc, dict[str, Any], bool]])
     """
     loc = err.errors(include_url=False)[0]["loc"]
     if loc:
-        key = loc[0]
-        for base, values, keyed in reversed(layers):
-            if key in values:
-                return (*base, key) if keyed else base
-        return layers[0][0]
+        return _key_loc(layers, str(loc[0]))
     target = format_validation_error(err, "")
-    merged: dict[str, Any] = {}
-    for base, values, _ in layers:
-        merged.update(values)
+
+    def fails_so(values: dict[str, Any]) -> bool:
         try:
-            TrainConfig.model_validate(merged)
+            TrainConfig.model_validate(values)
         except ValidationError as partial:
-            if format_validation_error(partial, "") == target:
-                return base
+            return format_validation_error(partial, "") == target
+        return False
+
+    merged: dict[str, Any] = {}
+    for base, values, keyed in layers:
+        before = dict(merged)
+        merged.update(values)
+        if fails_so(merged):
+            if keyed:  # the key of the mapping (trainer, a variant) whose addition makes it appear
+                for key, value in values.items():
+                    before[key] = value
+                    if fails_so(before):
+                        return (*base, key)
+            return base
     return layers[-1][0]
+
+
+def _key_loc(layers: list[tuple[Loc, dict[str, Any], bool]], key: str) -> Loc:
+    """The YAML location that sets `key`: its highest-precedence layer (the trainer block if none does)."""
+    for base, values, keyed in reversed(layers):
+        if key in values:
+            return (*base, key) if keyed else base
+    return layers[0][0]
 
 
 # --- YAML -> Study, with line numbers ---
@@ -592,11 +795,18 @@ def load_study(path: str | Path) -> Study:
     if path.is_dir():
         raise StudyError(f"{source}: is a directory, not a study file")
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise StudyError(f"{source}: not UTF-8 text") from None
+        with path.open("rb") as f:
+            raw = f.read(MAX_STUDY_BYTES + 1)
     except OSError as err:
         raise StudyError(f"{source}: cannot read: {err.strerror}") from None
+    if len(raw) > MAX_STUDY_BYTES:
+        size = path.stat().st_size if path.is_file() else None
+        what = f"{size} bytes" if size else f"more than {MAX_STUDY_BYTES} bytes"
+        raise StudyError(f"{source}: {what}; a study file may have at most {MAX_STUDY_BYTES} bytes (256 KiB)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise StudyError(f"{source}: not UTF-8 text") from None
     root, data = parse_yaml(text, source)
     return Study.from_dict(data, source=source, root=root)
 
@@ -633,13 +843,11 @@ def _format_error(err: ValidationError, source: str, root: yaml.Node | None) -> 
     elif first["type"] == "extra_forbidden":
         model = _model_at(loc[:-1])
         allowed = f"; allowed: {', '.join(model.model_fields)}" if model else ""
-        msg = f"unknown key {loc[-1]!r}{allowed}"
+        msg = f"unknown key {shown(loc[-1])}{allowed}"
     elif first["type"] == "missing":
         msg = "required key is missing"
     else:
-        shown = repr(first.get("input"))
-        shown = shown if len(shown) <= 60 else shown[:57] + "..."
-        msg = f"{first['msg']} (got {shown})"
+        msg = f"{first['msg']} (got {shown(first.get('input'))})"
     line = "" if root is None else f":{line_of(root, loc)}"
     field = f" {dotted(loc)}:" if loc else ""
     return f"{source}{line}:{field} {msg}"

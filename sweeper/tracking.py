@@ -32,6 +32,10 @@ class WandbSettings:
         self.dir = Path(self.dir)
 
 
+# Seconds an online run waits for the W&B server before the mirror falls back to offline.
+ONLINE_TIMEOUT_S = float(os.environ.get("SWEEPER_WANDB_TIMEOUT", "15"))
+
+
 class Tracker:
     """Logs finished trials as W&B runs grouped by study (group) and variant (job_type)."""
 
@@ -40,6 +44,7 @@ class Tracker:
         self.study = study
         self._enabled = settings.mode != "disabled"
         self._started = False  # whether wandb was initialised, so close() has something to tear down
+        self._last_error: BaseException | None = None
 
     def log_trial(
         self,
@@ -98,6 +103,32 @@ class Tracker:
     ) -> str | None:
         if not self._enabled:
             return None
+        run_id = self._attempt(body, name=name, job_type=job_type, config=config, tags=tags)
+        if run_id is None and self._enabled and self.settings.mode == "online":
+            # An unreachable server or a missing key: keep everything, offline, and say so once.
+            self.settings.mode = "offline"
+            warnings.warn(
+                f"W&B online logging failed for study {self.study!r} ({self._last_error}); logging offline "
+                f"under {self.settings.dir / 'wandb'} instead (upload later with `wandb sync`)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            run_id = self._attempt(body, name=name, job_type=job_type, config=config, tags=tags)
+        if run_id is None and self._last_error is not None:
+            self._disable(self._last_error)
+        return run_id
+
+    def _attempt(
+        self,
+        body: Callable[[Any, Any], None],
+        *,
+        name: str,
+        job_type: str,
+        config: dict | None,
+        tags: list[str] | None,
+    ) -> str | None:
+        """One run, start to finish; None (and `_last_error`) when W&B raised."""
+        self._last_error = None
         run = None
         with _environment(self._environment()):
             try:
@@ -115,7 +146,7 @@ class Tracker:
                     dir=str(self.settings.dir),
                     mode=self.settings.mode,
                     reinit="create_new",  # many runs per process, without finishing anyone else's
-                    settings=_quiet_settings(wandb),
+                    settings=_quiet_settings(wandb, online=self.settings.mode == "online"),
                 )
                 self._started = True
                 body(wandb, run)
@@ -125,7 +156,7 @@ class Tracker:
                 if run is not None:
                     with suppress(Exception):
                         run.finish(exit_code=1)
-                self._disable(exc)
+                self._last_error = exc
                 return None
 
     def _environment(self) -> dict[str, str]:
@@ -142,9 +173,9 @@ class Tracker:
             "WANDB_SILENT": "true",
         }
 
-    def _disable(self, exc: Exception) -> None:
+    def _disable(self, exc: BaseException) -> None:
         self._enabled = False
-        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
         warnings.warn(
             f"W&B logging stopped for study {self.study!r} ({reason}); the results store has everything.",
             RuntimeWarning,
@@ -152,9 +183,12 @@ class Tracker:
         )
 
 
-def _quiet_settings(wandb: Any) -> Any:
-    """No console capture, no code/git/requirements snapshot, no system metrics or metadata."""
+def _quiet_settings(wandb: Any, online: bool = False) -> Any:
+    """No console capture, no code/git/requirements snapshot, no system metrics or metadata; online, a
+    short wait for the server (W&B's own default is 90 s per run) before falling back to offline."""
+    timeouts = {"init_timeout": ONLINE_TIMEOUT_S, "login_timeout": ONLINE_TIMEOUT_S} if online else {}
     return wandb.Settings(
+        **timeouts,
         silent=True,
         quiet=True,
         console="off",

@@ -20,13 +20,20 @@ class StudySearcher(Searcher):
         super().__init__(metric=METRIC, mode="min")
         self.strategy, self.objective, self.threads, self.ledger = strategy, objective, threads, ledger
         self.finished = False
+        self.fatal: str | None = None  # the strategy raised: the run stops, the message says why
 
     def __getstate__(self) -> dict:
         # Tune pickles its searcher for Tuner.restore, which sweeper never uses: the store is the record.
         return {}
 
     def suggest(self, trial_id: str) -> dict | str | None:
-        trial = self.strategy.next()
+        if self.fatal is not None:
+            return None
+        try:
+            trial = self.strategy.next()
+        except Exception as err:  # validated before the run, so a bug: stop cleanly and say what
+            self.fatal = f"the {type(self.strategy).__name__} search failed: {type(err).__name__}: {err}"
+            return None
         if trial is FINISHED:
             self.finished = True
             return Searcher.FINISHED
@@ -50,7 +57,10 @@ class StudySearcher(Searcher):
         loss = math.inf
         if not error and result is not None and result.get("final"):
             loss = float(result.get(METRIC, math.inf))
-        self.strategy.observe(trial, loss)
+        try:
+            self.strategy.observe(trial, loss)
+        except Exception as err:
+            self.fatal = f"the {type(self.strategy).__name__} search failed: {type(err).__name__}: {err}"
 
     @property
     def complete(self) -> bool:

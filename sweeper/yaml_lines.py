@@ -1,7 +1,9 @@
 """YAML with line numbers: parse a study file keeping its node tree, refuse duplicate keys, and find the
 line of any field path, so every error can say `file:LINE: field.path: what is wrong`.
 
-Knows nothing of the study schema (that is `sweeper.study`).
+The loader is `trainers.config.YamlLoader` (the one of trainer config files and `--set`): YAML 1.2 floats
+(`1e-3` is a number), and a document whose aliases expand past `YAML_MAX_NODES` values is refused before
+it is built. Knows nothing of the study schema (that is `sweeper.study`).
 """
 
 from __future__ import annotations
@@ -11,29 +13,39 @@ from typing import Any
 import yaml
 
 from sweeper.errors import StudyError
+from trainers.config import YamlLoader, check_node_budget, shown
 
 Loc = tuple[str | int, ...]
+MAX_PART = 60  # characters of one key shown in a field path
 
 
 def dotted(loc: Loc) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}" if out else str(part)
+        text = str(part)
+        if len(text) > MAX_PART:
+            text = f"{text[: MAX_PART // 2 - 2]}...{text[-(MAX_PART // 2 - 1) :]}"
+        out += f"[{text}]" if isinstance(part, int) else f".{text}" if out else text
     return out
 
 
 def parse_yaml(text: str, source: str) -> tuple[yaml.Node, dict[str, Any]]:
-    loader = yaml.SafeLoader(text)
+    loader = YamlLoader(text)
     try:
         root = loader.get_single_node()
         if root is not None:
+            check_node_budget(root)
             check_duplicate_keys(root, (), source, set())
             data = loader.construct_document(root)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = "" if mark is None else f":{mark.line + 1}"
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        if len(problem) > 200:  # a problem may quote the input (an unknown tag, say)
+            problem = problem[:197] + "..."
         raise StudyError(f"{source}{line}: not valid YAML: {problem}") from None
+    except RecursionError:
+        raise StudyError(f"{source}: not valid YAML: nested too deeply") from None
     finally:
         loader.dispose()
     if root is None or data is None:
@@ -61,7 +73,7 @@ def check_duplicate_keys(node: yaml.Node, path: Loc, source: str, seen: set[int]
                 if ident in keys:
                     where = dotted((*path, key_node.value))
                     raise StudyError(
-                        f"{source}:{key_node.start_mark.line + 1}: {where}: duplicate key {key_node.value!r}"
+                        f"{source}:{key_node.start_mark.line + 1}: {where}: duplicate key {shown(key_node.value)}"
                     )
                 keys.add(ident)
             check_duplicate_keys(value_node, (*path, str(key_node.value)), source, seen)

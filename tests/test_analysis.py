@@ -188,3 +188,30 @@ def test_divergence_below_a_completed_higher_value_is_flagged():
     fit = transfer_fit(table(rows), "sp", "width", "lr", samples=10)
     assert any("diverged while the higher" in n for n in fit.notes)
     assert any("diverged while the higher" in r for r in verdict(fit)[1])
+
+
+def test_every_reader_is_total_on_a_table_with_nothing_finished():
+    from sweeper.analysis import extrapolation_rows, verify_rows
+
+    empty = pd.DataFrame({"trial_id": pd.Series(dtype=str), "status": pd.Series(dtype=str)})
+    failed = table([("sp", 64, -6, 0, "failed", None), ("sp", 128, -6, 0, "failed", None)])
+    for frame in (empty, failed):
+        assert optimum_table(frame, SPEC) == []
+        assert verify_rows(frame, SPEC, axis="width") == []
+        assert extrapolation_rows(frame, SPEC, "width", 4096.0) == []
+
+
+def test_a_scale_point_where_every_setting_diverged_has_no_best_and_no_drift():
+    from sweeper.analysis import verify_rows
+
+    diverged = [("sp", 256, k, s, "diverged", None) for k in range(-10, -3) for s in (0, 1)]
+    frame = table(bowl(64, -6.0) + bowl(128, -6.0) + diverged)
+    rows = {r["width"]: r for r in optimum_table(frame, SPEC)}
+    assert rows[64]["best"] == {"lr": 2.0**-6} and rows[64]["all_diverged"] is False
+    top = rows[256]
+    assert top["best"] is None and top["objective"] is None and top["refined"] is None
+    assert top["bracketed"] is False and top["all_diverged"] is True and top["optimum_interval"] is None
+    (row,) = verify_rows(frame, SPEC, axis="width", samples=50)
+    assert row["drift_octaves"] is None and row["regret_rel"] is None
+    assert row["optimum_log2"][-1] is None and row["all_diverged"] == [False, False, True]
+    assert any("diverged: no optimum there" in reason for reason in row["reasons"])

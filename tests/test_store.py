@@ -96,3 +96,89 @@ def test_analyses_use_the_current_definition_of_each_variant(tmp_path):
     store.write_study_record({"fingerprints": {"sp": "after"}})
     assert list(store.current_trials()["trial_id"]) == ["new"]
     assert len(store.trials()) == 2  # nothing is deleted
+
+
+def test_a_damaged_trial_table_is_one_line_naming_the_file_and_the_fix(tmp_path):
+    from sweeper.errors import StoreError
+
+    store = ResultsStore(tmp_path, "s")
+    store.record(row("a"), [{"step": 0, "val_loss": 5.5}])
+    store.write_study_record({"source": "studies/s.yaml"})
+    data = store.trials_path.read_bytes()
+    for damaged in (data[: len(data) // 2], b"garbage", b""):
+        store.trials_path.write_bytes(damaged)
+        with pytest.raises(StoreError) as caught:
+            ResultsStore(tmp_path, "s").trials()
+        message = str(caught.value)
+        assert "\n" not in message and str(store.trials_path) in message
+        assert f"mv {store.trials_path} {store.trials_path}.corrupt" in message
+        assert "sweeper run studies/s.yaml" in message and "runs the lost trials again" in message
+    pd.DataFrame({"x": [1]}).to_parquet(store.trials_path)  # a Parquet file, but not a trial table
+    with pytest.raises(StoreError, match="no trial_id or status column"):
+        ResultsStore(tmp_path, "s").statuses()
+
+
+def test_a_damaged_study_record_is_one_line_naming_its_source(tmp_path):
+    from sweeper.errors import StoreError
+
+    store = ResultsStore(tmp_path, "s")
+    store.record(row("a"), [])
+    path = store.record_path
+    for text, why in (
+        ('{"source": "studies/s.yaml", "scale_keys": ', "not valid JSON"),
+        ('{"source": "studies/s.yaml", "scale_keys": 3}', "scale_keys"),
+        ("[1, 2]", "a JSON list"),
+        (b"\xff\xfe{", "not UTF-8"),
+    ):
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        with pytest.raises(StoreError) as caught:
+            ResultsStore(tmp_path, "s").study_record()
+        message = str(caught.value)
+        assert "\n" not in message and str(path) in message and why in message
+        assert f"mv {path} {path}.corrupt" in message
+        if isinstance(text, str) and "studies/s.yaml" in text:  # named even in a damaged file
+            assert "sweeper run studies/s.yaml" in message
+
+
+def test_a_missing_study_record_is_refused_only_by_the_readers_that_need_it(tmp_path):
+    from sweeper.errors import StoreError
+    from sweeper.store import study_summaries
+
+    store = ResultsStore(tmp_path, "s")
+    store.record(row("a"), [])
+    assert store.status_counts()["total"] == 1 and store.status_counts()["planned"] is None
+    with pytest.raises(StoreError, match=r"study\.json: missing"):
+        store.required_record()
+    assert [r["study"] for r in study_summaries(tmp_path)] == ["s"]  # listed by its trial table
+
+
+def test_study_summaries_list_an_unreadable_study_with_its_reason(tmp_path):
+    from sweeper.store import study_summaries
+
+    good, bad = ResultsStore(tmp_path, "good"), ResultsStore(tmp_path, "bad")
+    good.record(row("a"), [])
+    good.write_study_record({"planned": 4})
+    bad.record(row("b"), [])
+    bad.write_study_record({"planned": 2})
+    bad.trials_path.write_bytes(b"PAR1 half a file")
+    rows = {r["study"]: r for r in study_summaries(tmp_path)}
+    assert rows["good"]["trials"] == 1 and rows["good"]["planned"] == 4 and "error" not in rows["good"]
+    assert rows["bad"]["trials"] is None and rows["bad"]["planned"] == 2
+    assert "trials.parquet" in rows["bad"]["error"]
+
+
+def test_an_unreadable_store_is_a_store_error(tmp_path, monkeypatch):
+    from sweeper.errors import StoreError
+
+    store = ResultsStore(tmp_path, "s")
+    store.record(row("a"), [{"step": 0, "val_loss": 5.5}])
+    store.write_study_record({})
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(pd, "read_parquet", denied)
+    with pytest.raises(StoreError, match="cannot read it \\(Permission denied\\)"):
+        ResultsStore(tmp_path, "s").trials()
+    fresh = ResultsStore(tmp_path, "s")
+    assert fresh.curves().empty and fresh.unreadable_curves  # a curve only draws a figure: left out

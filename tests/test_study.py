@@ -353,3 +353,62 @@ def test_trial_config_error_names_variant_point_and_params(tmp_path):
     msg = str(info.value)
     assert "variant sp, width=96, head_dim=64: head_dim 64 must divide width 96" in msg
     assert msg.startswith(f"{study.source}:")
+
+
+# --- counting trials, without expanding them ---
+def test_trial_count_matches_the_expansion(tmp_path):
+    study = load_text(tmp_path, PRECEDENCE)
+    assert study.trial_count() == len(study.grid_trials()) == 2 * 2 * 2 * 6
+    optuna = load_text(
+        tmp_path,
+        "name: s\nvariants: {a: {}, b: {depth: 3}}\nscale: {width: [64, 128]}\nseeds: [0, 1, 2]\n"
+        "search: {method: optuna, num_samples: 5}\nsweep:\n  lr: {loguniform: [1.0e-4, 1.0e-2]}\n",
+        "o.yaml",
+    )
+    assert optuna.trial_count() == 2 * 2 * 3 * 5
+
+
+def test_trial_cap_is_counted_before_any_config_is_built(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(Study, "validate_configs", lambda self: calls.append(self))
+    with pytest.raises(StudyError, match=r"plans 1000000 trials .* at most 100000"):
+        load_text(
+            tmp_path, "name: s\nsweep:\n  lr: {log2_grid: [-999, 0]}\n  init_std: {log2_grid: [-999, 0]}\n"
+        )
+    assert calls == []
+    study = load_text(
+        tmp_path,
+        "name: s\nmax_trials: 1000000\nsweep:\n  lr: {log2_grid: [-999, 0]}\n  init_std: {log2_grid: [-999, 0]}\n",
+    )
+    assert study.max_trials == 1_000_000 and study.trial_count() == 10**6
+
+
+def test_long_axes_and_value_lists_validate_in_linear_time(tmp_path):
+    import time
+
+    values = ", ".join(f"{k}.0e-6" for k in range(1, 5001))
+    start = time.monotonic()
+    study = load_text(tmp_path, f"name: s\ntrainer: {{steps: 10}}\nsweep:\n  lr: {{values: [{values}]}}\n")
+    assert study.trial_count() == 5000 and time.monotonic() - start < 10
+
+
+def test_range_ends_are_validated(tmp_path):
+    with pytest.raises(StudyError, match=r"sweep\.lr\.loguniform: variant default, lr=100000000\.0"):
+        load_text(
+            tmp_path, "name: s\nsearch: {method: optuna}\nsweep:\n  lr: {loguniform: [1.0e-3, 1.0e8]}\n"
+        )
+
+
+def test_a_whole_config_error_points_at_the_key_that_causes_it(tmp_path):
+    text = "name: s\ntrainer:\n  width: 128\n  head_dim: 48\n"
+    with pytest.raises(StudyError, match=r"study\.yaml:4: trainer\.head_dim: variant default: head_dim 48"):
+        load_text(tmp_path, text)
+
+
+def test_numbers_are_floats_and_quoted_numbers_are_refused(tmp_path):
+    study = load_text(tmp_path, "name: s\nsweep:\n  lr: {values: [1e-3, 2E-3, 4.0e-3]}\n")
+    assert study.sweep["lr"].values == [0.001, 0.002, 0.004]
+    with pytest.raises(StudyError, match=r"study\.yaml:3: sweep\.lr\.values\[1\]: '2e-3' is a string"):
+        load_text(tmp_path, "name: s\nsweep:\n  lr: {values: [1e-3, '2e-3']}\n")
+    # a key that takes text keeps its strings
+    assert load_text(tmp_path, "name: s\nsweep:\n  norm: {values: [layernorm, rmsnorm]}\n").trial_count() == 2

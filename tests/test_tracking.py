@@ -168,22 +168,25 @@ def test_disabled_creates_nothing_and_never_imports_wandb(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_online_without_api_key_warns_once_and_returns_none(study_dir, tmp_path, monkeypatch):
+def test_online_without_api_key_warns_once_and_logs_offline(study_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_IDENTITY_TOKEN_FILE", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))  # ignore any real ~/.netrc
     tracker = Tracker(WandbSettings(mode="online", dir=study_dir), STUDY)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for i in range(3):
-            assert (
-                tracker.log_trial(name=f"t{i}", variant="sp", config={}, curve=_curve(), summary={}) is None
-            )
+        ids = [
+            tracker.log_trial(name=f"t{i}", variant="sp", config={}, curve=_curve(), summary={})
+            for i in range(3)
+        ]
         tracker.log_study_summary(tables={"t": pd.DataFrame({"a": [1]})})
     tracker.close()
     assert len(caught) == 1 and issubclass(caught[0].category, RuntimeWarning)
-    assert "W&B logging stopped" in str(caught[0].message) and "\n" not in str(caught[0].message)
+    message = str(caught[0].message)
+    assert "logging offline" in message and "wandb sync" in message and "\n" not in message
     assert caught[0].filename == __file__
+    assert all(ids) and len(set(ids)) == 3  # every trial is kept, offline
+    assert len(list((study_dir / "wandb").glob("offline-run-*"))) == 4  # three trials and the summary
 
 
 def test_online_without_api_key_never_prompts_at_a_terminal(tmp_path):
@@ -216,7 +219,8 @@ def test_online_without_api_key_never_prompts_at_a_terminal(tmp_path):
     finally:
         os.close(terminal)
         os.close(main)
-    assert (tmp_path / "result.txt").read_text() == "None 1"
+    run_id, warned = (tmp_path / "result.txt").read_text().split()
+    assert run_id != "None" and warned == "1"  # logged offline, with one warning, and never prompted
 
 
 @pytest.mark.parametrize(

@@ -7,40 +7,183 @@ columns (see docs/architecture.md). Add keys freely; never rename one.
 from __future__ import annotations
 
 import math
+import re
+import reprlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_HEAD_DIM = 32
 DEFAULT_STEPS = 300
+
+# --- limits: what the trainer supports, generously; past them a trial fails on any machine ------------
+# One model on one device (no model or data parallelism, no gradient accumulation), so these caps sit well
+# above anything a single accelerator can hold; they exist to refuse typos (width 1048576) at validation
+# instead of failing in every worker.
+MAX_WIDTH = 65536  # d_model (and head_dim, n_heads, base_width): 2**16; the widest LLMs use ~2**14
+MAX_DEPTH = 1024  # blocks (and base_depth); the deepest LLMs use ~128
+MAX_MLP_RATIO = 64.0  # GPT uses 4
+MAX_SEQ_LEN = 2**20  # a 1M-token context; positions are a learned table of seq_len x width
+MAX_BATCH_SIZE = 2**20
+# Tokens per optimizer step (batch_size x seq_len). The largest LLM batches are ~4M tokens; without
+# gradient accumulation one step's fp32 logits alone are tokens x vocab x 4 bytes (64 GiB at 2**24 tokens
+# and the byte vocabulary).
+MAX_TOKENS_PER_STEP = 2**24
+MAX_EVAL_TOKENS = 2**28  # eval_batches x batch_size x seq_len: the validation batches are kept in memory
+MAX_VOCAB = 2**20  # tokens are uint16 (ids < 65536), so more than 65536 only adds unused rows
+# Parameters (an estimate from the shapes): 10^11 parameters need 1.6 TB for fp32 weights, gradients and
+# Adam's two moments, ~10x the largest single accelerator.
+MAX_PARAMS = 10**11
+MAX_STEPS = 10**9  # optimizer steps (also eval_interval, warmup, diverge_patience); >= ~12 days at 1 ms/step
+MAX_TOKENS = 10**15  # training tokens (also warmup_tokens); the largest LLM runs see ~10^13
+# Seeds: torch takes < 2**64 and the store's columns are int64, but NumPy's legacy seeding and Optuna's
+# samplers take < 2**32; one bound for every seed keeps all of them valid.
+MAX_SEED = 2**32 - 1
+# Learning rates, multipliers, init stds, eps, weight decay, gradient clipping: any finite positive value
+# trains (a huge one diverges, which a sweep reports), except that the per-layer learning rate (lr x
+# gamma x width ratios up to 2**16) must stay a float32, or the optimizer fails; 10^6 keeps every product
+# far below float32's 3.4e38.
+MAX_FACTOR = 1e6
+MAX_THREADS = 4096
+MAX_EVAL_BATCHES = 10**5
+MAX_CORPUS_CHARS = 4096  # PATH_MAX on Linux
+BYTE_VOCAB = 256  # byte-level text corpora (builtin, text files and folders) need every byte value
+
+Beta = Annotated[float, Field(ge=0, lt=1)]
 
 
 class ConfigError(ValueError):
     """A user-facing configuration error: one line naming the key, the value and what is allowed."""
 
 
+# --- showing a value the user wrote, bounded ---------------------------------------------------------
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 3
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlong = 40
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = _REPR.maxfrozenset = 6
+
+
+def shown(value: Any) -> str:
+    """`repr(value)` cut to a few dozen characters: an error message never prints a whole input (which may
+    be a megabyte of text, or a YAML alias bomb)."""
+    try:
+        return _REPR.repr(value)
+    except Exception:  # e.g. an int too long for str(); reprlib itself is bounded
+        return f"<{type(value).__name__}>"
+
+
+# --- YAML: the loader of config files, --set values and study files ---------------------------------
+# Bytes of a config or study file. Those in studies/ have 1-2 kB; a file 100x that is surely not one, and
+# reading 256 KiB of YAML takes seconds at worst, where 1 MiB of deeply nested lists takes a minute.
+MAX_YAML_BYTES = 256 << 10
+MAX_CONFIG_BYTES = MAX_YAML_BYTES
+YAML_MAX_NODES = 200_000  # values in one document with every alias expanded (more than 256 KiB can hold)
+# libyaml's parser (when PyYAML has it) is ~5x faster than PyYAML's and refuses nesting over 1000 levels;
+# the pure-Python one scans nested flow collections in quadratic time and recurses in the composer.
+_YAML_BASE: type = yaml.CSafeLoader if getattr(yaml, "__with_libyaml__", False) else yaml.SafeLoader
+_YAML12_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+
+
+class YamlLoader(_YAML_BASE):
+    """PyYAML's safe loader (on libyaml where available), with YAML 1.2's floats and without crashes.
+
+    YAML 1.1 (and so plain PyYAML) reads `1e-3`, `1E5` and `-2e-4` as strings: it wants a dot and a signed
+    exponent (`1.0e-3`). Here every number with an exponent is a float. A scalar PyYAML cannot build (an
+    integer of more than 4300 digits, a date such as 2024-13-45) is a YAML error, not a ValueError.
+    """
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as err:
+            # "Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits; use ..."
+            reason = str(err).split(";")[0].split(": value has")[0][:80]
+            problem = f"cannot read the value {shown(getattr(node, 'value', ''))}: {reason}"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
+
+
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789."))
+
+
+def check_node_budget(root: yaml.Node, limit: int = YAML_MAX_NODES) -> None:
+    """Refuse a document whose aliases expand to more than `limit` values (the "billion laughs": nine lists
+    of nine aliases of the one before), or that contains itself: it would eat memory and time in every
+    step after loading. Counts each node once (memoized), without expanding anything."""
+    sizes: dict[int, int] = {}
+    pending: set[int] = set()  # nodes whose subtree is being counted: their ancestors in the walk
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        else:
+            children = []
+        if done:
+            pending.discard(key)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[key] > limit:
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"its aliases expand to more than {limit} values; write the values out instead",
+                    node.start_mark,
+                )
+            continue
+        if key in sizes:
+            continue
+        if key in pending:
+            raise yaml.composer.ComposerError(
+                None, None, "an alias refers to a node that contains it (a recursive value)", node.start_mark
+            )
+        pending.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+
+
+def load_yaml(text: str) -> Any:
+    """One YAML document with `YamlLoader`, its size checked; raises yaml.YAMLError."""
+    loader = YamlLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        check_node_budget(root)
+        return loader.construct_document(root)
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
 class TrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
 
     # --- model ---
-    width: int = Field(128, ge=1, description="d_model")
-    depth: int = Field(2, ge=1, description="number of transformer blocks")
+    width: int = Field(128, ge=1, le=MAX_WIDTH, description="d_model")
+    depth: int = Field(2, ge=1, le=MAX_DEPTH, description="number of transformer blocks")
     head_dim: int | None = Field(
-        None, ge=1, description="attention head dim; default 32 unless n_heads is set"
+        None, ge=1, le=MAX_WIDTH, description="attention head dim; default 32 unless n_heads is set"
     )
     n_heads: int | None = Field(
-        None, ge=1, description="number of heads; derived from width/head_dim if absent"
+        None, ge=1, le=MAX_WIDTH, description="number of heads; derived from width/head_dim if absent"
     )
-    mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden size = mlp_ratio * width")
-    seq_len: int = Field(64, ge=1, description="context length in tokens")
+    mlp_ratio: float = Field(4.0, gt=0, le=MAX_MLP_RATIO, description="MLP hidden size = mlp_ratio * width")
+    seq_len: int = Field(64, ge=1, le=MAX_SEQ_LEN, description="context length in tokens")
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     norm_gain: bool = Field(True, description="learnable gain in every norm")
     tie_embeddings: bool = Field(False, description="readout shares the token embedding matrix")
     bias: bool = Field(False, description="biases in linear layers and LayerNorm")
     vocab_size: int | None = Field(
-        None, ge=2, description="256 for byte-level text corpora; inferred from .bin token files"
+        None,
+        ge=2,
+        le=MAX_VOCAB,
+        description="256 for byte-level text corpora (which need >= 256); inferred from .bin token files",
     )
 
     # --- parameterization ---
@@ -50,8 +193,12 @@ class TrainConfig(BaseModel):
         description="Everett et al. per-layer LR exponents for this alignment; unset: the classic form "
         "(sp: one global LR; mup: the mup package's form). ntk and mfp default to full",
     )
-    base_width: int | None = Field(None, ge=1, description="width of the base (proxy) model; default: width")
-    base_depth: int | None = Field(None, ge=1, description="depth of the base model (for depth_scaling)")
+    base_width: int | None = Field(
+        None, ge=1, le=MAX_WIDTH, description="width of the base (proxy) model; default: width"
+    )
+    base_depth: int | None = Field(
+        None, ge=1, le=MAX_DEPTH, description="depth of the base model (for depth_scaling)"
+    )
     depth_scaling: Literal["none", "depth_mup", "completep"] = Field(
         "none", description="residual branches x (depth/base_depth)^-alpha: depth_mup alpha 1/2, completep 1"
     )
@@ -62,9 +209,13 @@ class TrainConfig(BaseModel):
         "depth; frozen at base_depth under a depth_scaling), base_depth (frozen at base_depth always), none "
         "(no factor: CompleteP's reference code, and muP as CompleteP's Table 1 has it)",
     )
-    gamma_embed: float = Field(1.0, gt=0, description="per-layer LR constant of the embeddings")
-    gamma_hidden: float = Field(1.0, gt=0, description="per-layer LR constant of the hidden matrices")
-    gamma_readout: float = Field(1.0, gt=0, description="per-layer LR constant of the readout")
+    gamma_embed: float = Field(
+        1.0, gt=0, le=MAX_FACTOR, description="per-layer LR constant of the embeddings"
+    )
+    gamma_hidden: float = Field(
+        1.0, gt=0, le=MAX_FACTOR, description="per-layer LR constant of the hidden matrices"
+    )
+    gamma_readout: float = Field(1.0, gt=0, le=MAX_FACTOR, description="per-layer LR constant of the readout")
     embed_lr_scaling: Literal["table", "constant", "inv_sqrt", "inv", "width"] = Field(
         "table",
         description="embedding LR x m^0, m^-1/2, m^-1 or m^+1 instead of the table's rule "
@@ -86,16 +237,22 @@ class TrainConfig(BaseModel):
         description="Adam eps: constant; scaled with each layer's gradient scale (x m^-g, x depth^-alpha "
         "in blocks); atan2: Adam-atan2, no eps",
     )
-    output_mult: float = Field(1.0, gt=0, description="readout (logit) multiplier at the base width")
-    attn_mult: float = Field(1.0, gt=0, description="attention-logit multiplier at the base width")
-    embed_mult: float = Field(1.0, gt=0, description="embedding-output multiplier")
+    output_mult: float = Field(
+        1.0, gt=0, le=MAX_FACTOR, description="readout (logit) multiplier at the base width"
+    )
+    attn_mult: float = Field(
+        1.0, gt=0, le=MAX_FACTOR, description="attention-logit multiplier at the base width"
+    )
+    embed_mult: float = Field(1.0, gt=0, le=MAX_FACTOR, description="embedding-output multiplier")
     init: Literal["const", "fan_in"] = Field(
         "const", description="const: GPT-2 style init_std; fan_in: std 1/sqrt(fan_in) at the base width"
     )
     init_std: float = Field(
-        0.02, gt=0, description="std of every weight matrix at the base width (init: const)"
+        0.02, gt=0, le=MAX_FACTOR, description="std of every weight matrix at the base width (init: const)"
     )
-    init_mult: float = Field(1.0, gt=0, description="multiplies every initial weight std (both init modes)")
+    init_mult: float = Field(
+        1.0, gt=0, le=MAX_FACTOR, description="multiplies every initial weight std (both init modes)"
+    )
     zero_init_query: bool = False
     zero_init_readout: bool = False
     attn_scale: Literal["sqrt", "linear"] | None = Field(
@@ -105,29 +262,37 @@ class TrainConfig(BaseModel):
 
     # --- optimization ---
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = Field(3e-3, gt=0, description="peak learning rate of the base model")
-    betas: tuple[float, float] = (0.9, 0.95)
+    lr: float = Field(3e-3, gt=0, le=MAX_FACTOR, description="peak learning rate of the base model")
+    betas: tuple[Beta, Beta] = Field((0.9, 0.95), description="Adam betas, each in [0, 1)")
     momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum")
-    eps: float = Field(1e-8, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float = Field(1.0, ge=0, description="clip the global grad norm to this; 0 = off")
-    warmup: int | None = Field(None, ge=0, description="warmup in steps")
-    warmup_tokens: int | None = Field(None, ge=0, description="warmup in tokens seen")
+    eps: float = Field(1e-8, ge=0, le=MAX_FACTOR)
+    weight_decay: float = Field(0.0, ge=0, le=MAX_FACTOR)
+    grad_clip: float = Field(
+        1.0, ge=0, le=MAX_FACTOR, description="clip the global grad norm to this; 0 = off"
+    )
+    warmup: int | None = Field(None, ge=0, le=MAX_STEPS, description="warmup in steps")
+    warmup_tokens: int | None = Field(None, ge=0, le=MAX_TOKENS, description="warmup in tokens seen")
     warmup_frac: float | None = Field(None, ge=0, le=1, description="warmup as a fraction of the run")
     schedule: Literal["constant", "linear", "cosine", "wsd"] = "cosine"
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final LR / peak LR for linear, cosine and wsd")
     decay_frac: float = Field(0.2, gt=0, le=1, description="wsd: fraction of the run spent decaying")
-    batch_size: int = Field(16, ge=1)
-    steps: int | None = Field(None, ge=1, description="training steps (default 300 unless tokens is set)")
+    batch_size: int = Field(16, ge=1, le=MAX_BATCH_SIZE)
+    steps: int | None = Field(
+        None, ge=1, le=MAX_STEPS, description="training steps (default 300 unless tokens is set)"
+    )
     tokens: int | None = Field(
-        None, ge=1, description="training tokens; steps = ceil(tokens / tokens per step)"
+        None, ge=1, le=MAX_TOKENS, description="training tokens; steps = ceil(tokens / tokens per step)"
     )
 
     # --- data and run ---
-    corpus: str = Field("builtin", description="builtin, a text file or folder, a .bin token file")
-    eval_interval: int = Field(50, ge=1)
-    eval_batches: int = Field(8, ge=1)
-    seed: int = Field(0, ge=0)
+    corpus: str = Field(
+        "builtin",
+        max_length=MAX_CORPUS_CHARS,
+        description="builtin, a text file or folder, a .bin token file",
+    )
+    eval_interval: int = Field(50, ge=1, le=MAX_STEPS)
+    eval_batches: int = Field(8, ge=1, le=MAX_EVAL_BATCHES)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["fp32", "bf16", "auto"] = Field(
         "fp32",
@@ -135,11 +300,24 @@ class TrainConfig(BaseModel):
         "matmul measures faster than fp32), else fp32",
     )
     compile: bool = False
-    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = leave as the process has it")
+    threads: int = Field(
+        0, ge=0, le=MAX_THREADS, description="torch CPU threads; 0 = leave as the process has it"
+    )
     diverge_factor: float = Field(
         2.0, gt=1, description="diverged when train loss stays above this x the initial loss"
     )
-    diverge_patience: int = Field(10, ge=1, description="consecutive steps above diverge_factor to call it")
+    diverge_patience: int = Field(
+        10, ge=1, le=MAX_STEPS, description="consecutive steps above diverge_factor to call it"
+    )
+
+    @field_validator("corpus")
+    @classmethod
+    def _corpus_name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("empty corpus: give 'builtin', a text file or folder, or a .bin token file")
+        if "\x00" in value:
+            raise ValueError("a corpus path cannot contain a NUL character")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -184,7 +362,40 @@ class TrainConfig(BaseModel):
             )
         if self.optimizer == "sgd" and self.eps_mode != "constant":
             raise ValueError(f"eps_mode {self.eps_mode!r} is for adamw; SGD has no eps")
+        self._check_size()
         return self
+
+    def _check_size(self) -> None:
+        """Refuse a model or a step no machine can hold (see the MAX_* limits at the top)."""
+        for what, width in (("width", self.width), ("base_width", self.base_width)):
+            if width is not None and round(self.mlp_ratio * width) < 1:
+                raise ValueError(
+                    f"mlp_ratio {self.mlp_ratio:g} x {what} {width} rounds to an MLP of 0 units; "
+                    f"mlp_ratio must be >= {0.5 / width:.3g} at {what} {width}"
+                )
+        if self.tokens_per_step > MAX_TOKENS_PER_STEP:
+            raise ValueError(
+                f"batch_size {self.batch_size} x seq_len {self.seq_len} = {self.tokens_per_step} tokens per "
+                f"step; at most {MAX_TOKENS_PER_STEP} (2**24) fit one device without gradient accumulation"
+            )
+        eval_tokens = self.eval_batches * self.tokens_per_step
+        if eval_tokens > MAX_EVAL_TOKENS:
+            raise ValueError(
+                f"eval_batches {self.eval_batches} x {self.tokens_per_step} tokens per batch = {eval_tokens} "
+                f"validation tokens, kept in memory; at most {MAX_EVAL_TOKENS} (2**28)"
+            )
+        if self.total_steps > MAX_STEPS:
+            raise ValueError(
+                f"tokens {self.tokens} at {self.tokens_per_step} tokens per step is {self.total_steps} "
+                f"steps; at most {MAX_STEPS}"
+            )
+        params = self.estimated_params()
+        if params > MAX_PARAMS:
+            raise ValueError(
+                f"width {self.width}, depth {self.depth}, mlp_ratio {self.mlp_ratio:g} and seq_len "
+                f"{self.seq_len} make a model of about {params:.3g} parameters; at most {MAX_PARAMS:.0e} "
+                "(one device holds the weights, gradients and Adam state)"
+            )
 
     # --- derived values (never stored as keys of their own) ---
     def resolved_heads(self, width: int | None = None) -> tuple[int, int]:
@@ -237,6 +448,17 @@ class TrainConfig(BaseModel):
             return self.attn_scale
         return "linear" if self.parameterization in ("mup", "mfp") else "sqrt"
 
+    def estimated_params(self, vocab_size: int | None = None) -> int:
+        """The model's parameter count from its shapes (vocab_size: the config's, else the byte vocabulary)."""
+        width, vocab = self.width, vocab_size or self.vocab_size or BYTE_VOCAB
+        hidden = round(self.mlp_ratio * width)
+        embeddings = (vocab + self.seq_len) * width
+        block = 4 * width * width + 2 * width * hidden + 4 * width  # attention, MLP, two norm gains
+        if self.bias:
+            block += 4 * width + hidden + width + 2 * width
+        readout = 0 if self.tie_embeddings else vocab * width
+        return embeddings + self.depth * block + 2 * width + readout
+
     @property
     def tokens_per_step(self) -> int:
         return self.batch_size * self.seq_len
@@ -268,28 +490,28 @@ class TrainConfig(BaseModel):
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line: where, which key, the value given, and what is allowed."""
+    """One line: where, which key, the value given (shortened), and what is allowed."""
     first = err.errors(include_url=False)[0]
     key = ".".join(str(p) for p in first["loc"])
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
-        return f"{source}: unknown key {key!r}; known keys: {', '.join(TrainConfig.model_fields)}"
+        return f"{source}: unknown key {shown(key)}; known keys: {', '.join(TrainConfig.model_fields)}"
     if not key:  # model-level check
         return f"{source}: {msg.removeprefix('Value error, ')}"
     value = first.get("input")
-    return f"{source}: {key}={value!r}: {msg.removeprefix('Value error, ')}"
+    return f"{source}: {key}={shown(value)}: {msg.removeprefix('Value error, ')}"
 
 
 def parse_set_options(pairs: list[str]) -> dict[str, Any]:
-    """`key=value` strings (values parsed as YAML scalars/lists) into a dict."""
+    """`key=value` strings (values parsed as YAML scalars/lists, `1e-3` a float) into a dict."""
     updates: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--set {pair!r}: expected key=value")
+            raise ConfigError(f"--set {shown(pair)}: expected key=value")
         try:
-            updates[key] = yaml.safe_load(raw) if raw.strip() else None
+            updates[key] = load_yaml(raw) if raw.strip() else None
         except yaml.YAMLError:
             updates[key] = raw
     return updates
@@ -301,15 +523,30 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        data = yaml.safe_load(path.read_text())
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: more than {MAX_CONFIG_BYTES} bytes (256 KiB); not a config file")
+    try:
+        data = load_yaml(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from None
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        if len(problem) > 200:  # a problem may quote the input (an unknown tag, say)
+            problem = problem[:197] + "..."
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+    bad = next((k for k in data if not isinstance(k, str)), None)
+    if bad is not None:
+        raise ConfigError(f"{path}: key {shown(bad)} is not a name; expected config keys such as width, lr")
     return data
 
 

@@ -8,6 +8,7 @@ the cache folder, so later loads (and parallel trials) only memmap them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -18,19 +19,20 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
-import torch
 
-from trainers.config import ConfigError
+from trainers.config import BYTE_VOCAB, ConfigError, shown
+
+if TYPE_CHECKING:  # torch is imported where batches are drawn: checking a corpus does not need it
+    import torch
 
 # Bump when the cached layout or the tokenization/split changes, so old caches are ignored.
 FORMAT_VERSION = 1
 CHUNK = 8192  # split granularity in tokens
 VAL_EVERY = 10  # chunk i goes to val when i % VAL_EVERY == VAL_EVERY - 1
 VAL_SEED = 1337  # validation windows are the same for every trial, whatever its seed
-BYTE_VOCAB = 256
 READ_BLOCK = 1 << 23  # bytes (or tokens) per read while building a cache
 
 # big.txt ends with a one-word-per-line frequency list and some Python code; the prose stops here.
@@ -50,28 +52,31 @@ class Corpus:
     vocab_size: int
 
 
-def load_corpus(
-    spec: str = "builtin", vocab_size: int | None = None, cache_dir: str | Path | None = None
-) -> Corpus:
-    """Resolve `spec` to a corpus; build its train/val cache on first use."""
-    cache_root = resolve_cache_dir(cache_dir)
-    if spec == "builtin":
-        source = _builtin_path()
-        train, val, _ = _cached_split("builtin", [source], lambda: _builtin_blocks(source), cache_root)
-        return Corpus("builtin", train, val, _byte_vocab("builtin", vocab_size))
+@dataclass(frozen=True)
+class _Source:
+    """Where a corpus spec points, before anything is read: the built-in text, text file(s), a .bin token
+    file, or a folder with train.bin and val.bin."""
 
+    kind: str  # builtin | text | bin | pair
+    name: str
+    files: tuple[Path, ...]  # the source files (pair: train.bin, val.bin)
+
+
+def _resolve(spec: str) -> _Source:
+    """The source `spec` names, checked to exist and be non-empty; ConfigError otherwise."""
+    if spec == "builtin":
+        return _Source("builtin", "builtin", (_builtin_path(),))
     if not spec.strip():
-        raise ConfigError(f"corpus {spec!r}: empty path; {KINDS_HELP}")
+        raise ConfigError(f"corpus {shown(spec)}: empty path; {KINDS_HELP}")
     path = Path(spec).expanduser()
     if not path.exists():
         raise ConfigError(f"corpus {spec}: no such file or folder; {KINDS_HELP}")
     path = path.resolve()
     name = str(path)
-
     if path.is_dir():
         train_bin, val_bin = path / "train.bin", path / "val.bin"
         if train_bin.is_file() and val_bin.is_file():
-            return _pretokenized_folder(path, train_bin, val_bin, vocab_size, cache_root)
+            return _Source("pair", name, (train_bin, val_bin))
         files = _text_files(path)
         if not files:
             raise ConfigError(
@@ -80,19 +85,113 @@ def load_corpus(
             )
         if sum(f.stat().st_size for f in files) == 0:
             raise ConfigError(f"corpus {name}: all {len(files)} files in the folder are empty")
-        train, val, _ = _cached_split("text", files, lambda: _text_blocks(files), cache_root)
-        return Corpus(name, train, val, _byte_vocab(name, vocab_size))
-
+        return _Source("text", name, tuple(files))
     if not path.is_file():
         raise ConfigError(f"corpus {name}: not a regular file or folder; {KINDS_HELP}")
     if path.stat().st_size == 0:
         raise ConfigError(f"corpus {name}: file is empty")
-    if path.suffix.lower() == ".bin":
-        tokens = _open_bin(path)
-        train, val, max_token = _cached_split("bin", [path], lambda: _token_blocks(tokens), cache_root)
-        return Corpus(name, train, val, _token_vocab(name, max_token, vocab_size))
-    train, val, _ = _cached_split("text", [path], lambda: _text_blocks([path]), cache_root)
-    return Corpus(name, train, val, _byte_vocab(name, vocab_size))
+    return _Source("bin" if path.suffix.lower() == ".bin" else "text", name, (path,))
+
+
+def load_corpus(
+    spec: str = "builtin", vocab_size: int | None = None, cache_dir: str | Path | None = None
+) -> Corpus:
+    """Resolve `spec` to a corpus; build its train/val cache on first use."""
+    cache_root = resolve_cache_dir(cache_dir)
+    source = _resolve(spec)
+    files = list(source.files)
+    if source.kind == "builtin":
+        train, val, _ = _cached_split("builtin", files, lambda: _builtin_blocks(files[0]), cache_root)
+        return Corpus("builtin", train, val, _byte_vocab("builtin", vocab_size))
+    if source.kind == "pair":
+        return _pretokenized_folder(Path(source.name), files[0], files[1], vocab_size, cache_root)
+    if source.kind == "bin":
+        tokens = _open_bin(files[0])
+        train, val, max_token = _cached_split("bin", files, lambda: _token_blocks(tokens), cache_root)
+        return Corpus(source.name, train, val, _token_vocab(source.name, max_token, vocab_size))
+    train, val, _ = _cached_split("text", files, lambda: _text_blocks(files), cache_root)
+    return Corpus(source.name, train, val, _byte_vocab(source.name, vocab_size))
+
+
+def corpus_problem(
+    spec: str, vocab_size: int | None = None, seq_len: int | None = None, cache_dir: str | Path | None = None
+) -> tuple[str, str] | None:
+    """What makes `load_corpus(spec, vocab_size)` or a `Batches` of `seq_len` fail, found without building
+    the corpus: no network, nothing written, nothing read but file sizes (and the built-in text, a few MB,
+    and an existing cache's metadata). Returns (the key at fault: corpus, vocab_size or seq_len, a one-line
+    message), or None. A .bin corpus's largest token id is known only once its cache exists."""
+    try:
+        source = _resolve(spec)
+        if source.kind == "pair":
+            n_train, n_val = (_bin_tokens(f) for f in source.files)
+        else:
+            n_train, n_val = _split_sizes(_source_tokens(source))
+    except ConfigError as err:
+        return "corpus", str(err)
+    except (OSError, ValueError, RuntimeError) as err:  # unreadable, a name too long, ~nosuchuser
+        return "corpus", f"corpus {shown(spec)}: cannot use this path ({shown(str(err))[1:-1]})"
+    if vocab_size is not None:
+        try:
+            if source.kind in ("builtin", "text"):
+                _byte_vocab(source.name, vocab_size)
+            else:
+                folder = resolve_cache_dir(cache_dir) / _cache_name(source.kind, list(source.files))
+                meta = _read_meta(folder, with_tokens=source.kind == "bin")
+                if meta is not None and isinstance(meta.get("max_token"), int):
+                    _token_vocab(source.name, meta["max_token"], vocab_size)
+        except ConfigError as err:
+            return "vocab_size", str(err)
+        except OSError:
+            pass  # the cache cannot be read: the trial finds out
+    if seq_len is not None:
+        problem = _too_short(source.name, seq_len, n_train, n_val)
+        if problem:
+            return "seq_len", problem
+    return None
+
+
+def _bin_tokens(path: Path) -> int:
+    size = path.stat().st_size
+    if size == 0:
+        raise ConfigError(f"corpus {path}: token file is empty")
+    if size % 2:
+        raise ConfigError(f"corpus {path}: {size} bytes is not a whole number of uint16 tokens")
+    return size // 2
+
+
+def _source_tokens(source: _Source) -> int:
+    """Tokens in a source that is split into train and val (all but a token folder)."""
+    if source.kind == "builtin":
+        path = source.files[0]
+        st = path.stat()
+        return _builtin_tokens(str(path), st.st_size, st.st_mtime_ns)
+    if source.kind == "bin":
+        return _bin_tokens(source.files[0])
+    return sum(f.stat().st_size for f in source.files) + len(source.files) - 1  # newlines between files
+
+
+@functools.lru_cache(maxsize=4)
+def _builtin_tokens(path: str, size: int, mtime_ns: int) -> int:
+    """Tokens of the built-in text (keyed by its size and mtime: read once per process, not per check)."""
+    return len(_builtin_text(Path(path)))
+
+
+def _split_sizes(n: int) -> tuple[int, int]:
+    """(train, val) token counts of a stream of `n` tokens split as `_write_split` splits it."""
+    full, rest = divmod(n, CHUNK)
+    val = (full // VAL_EVERY) * CHUNK + (rest if full % VAL_EVERY == VAL_EVERY - 1 else 0)
+    return n - val, val
+
+
+def _too_short(name: str, seq_len: int, n_train: int, n_val: int) -> str | None:
+    need = 2 * (seq_len + 1)
+    if n_train >= need and n_val >= need:
+        return None
+    return (
+        f"corpus {name} is too short for seq_len {seq_len}: train has {n_train} "
+        f"tokens and val {n_val}, each needs at least {need} (val gets every "
+        f"{VAL_EVERY}th chunk of {CHUNK} tokens, so use a corpus of at least ~{(VAL_EVERY - 1) * CHUNK + need} tokens)"
+    )
 
 
 class Batches:
@@ -101,15 +200,13 @@ class Batches:
     def __init__(
         self, corpus: Corpus, batch_size: int, seq_len: int, seed: int, device: str | torch.device = "cpu"
     ) -> None:
+        import torch
+
         if batch_size < 1 or seq_len < 1:
             raise ConfigError(f"batch_size {batch_size} and seq_len {seq_len} must both be >= 1")
-        need = 2 * (seq_len + 1)
-        if len(corpus.train) < need or len(corpus.val) < need:
-            raise ConfigError(
-                f"corpus {corpus.name} is too short for seq_len {seq_len}: train has {len(corpus.train)} "
-                f"tokens and val {len(corpus.val)}, each needs at least {need} (val gets every "
-                f"{VAL_EVERY}th chunk of {CHUNK} tokens, so use a corpus of at least ~{(VAL_EVERY - 1) * CHUNK + need} tokens)"
-            )
+        problem = _too_short(corpus.name, seq_len, len(corpus.train), len(corpus.val))
+        if problem:
+            raise ConfigError(problem)
         self.corpus, self.batch_size, self.seq_len = corpus, batch_size, seq_len
         self.device = torch.device(device)
         # Plain ndarray views of the memmaps: fancy indexing on them returns ordinary arrays.
@@ -130,6 +227,8 @@ class Batches:
         return self._val_cache[:n]
 
     def _draw(self, tokens: np.ndarray, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
         # Start offsets i in [0, len - seq_len - 1], so that y = tokens[i+1 : i+seq_len+1] fits.
         starts = torch.randint(0, len(tokens) - self.seq_len, (self.batch_size,), generator=gen).numpy()
         windows = tokens[starts[:, None] + self._window]  # [batch, seq_len + 1] uint16
@@ -159,12 +258,14 @@ def _builtin_path() -> Path:
     return path.resolve()
 
 
-def _builtin_blocks(path: Path) -> Iterator[np.ndarray]:
+def _builtin_text(path: Path) -> bytes:
     text = path.read_bytes()
     cut = text.find(BUILTIN_TAIL_MARKER)
-    if cut >= 0:
-        text = text[:cut]
-    yield _bytes_to_tokens(text)
+    return text[:cut] if cut >= 0 else text
+
+
+def _builtin_blocks(path: Path) -> Iterator[np.ndarray]:
+    yield _bytes_to_tokens(_builtin_text(path))
 
 
 def _text_files(root: Path) -> list[Path]:
@@ -193,11 +294,7 @@ def _bytes_to_tokens(data: bytes) -> np.ndarray:
 
 
 def _open_bin(path: Path) -> np.ndarray:
-    size = path.stat().st_size
-    if size == 0:
-        raise ConfigError(f"corpus {path}: token file is empty")
-    if size % 2:
-        raise ConfigError(f"corpus {path}: {size} bytes is not a whole number of uint16 tokens")
+    _bin_tokens(path)  # refuses an empty file or an odd size
     return np.memmap(path, dtype=np.uint16, mode="r")
 
 
