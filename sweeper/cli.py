@@ -98,6 +98,30 @@ def user_errors() -> Iterator[None]:
     raise typer.Exit(2)
 
 
+@contextmanager
+def training_errors() -> Iterator[None]:
+    """A crash inside training (out of memory, a missing compiler, a bug): one line and exit status 1,
+    the whole traceback with SWEEPER_DEBUG=1. A Ctrl-C is exit status 130."""
+    import os
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+    except Exception as err:
+        from trainers.config import ConfigError
+
+        if isinstance(err, ConfigError) or os.environ.get("SWEEPER_DEBUG"):
+            raise
+        typer.echo(
+            f"error: training failed: {type(err).__name__}: {one_line(str(err))[:400]} "
+            "(SWEEPER_DEBUG=1 shows the traceback)",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+
+
 def print_json(value: Any) -> None:
     """One `--json` output: always valid JSON, with NaN and infinities as null (`display.json_text`)."""
     from sweeper.display import json_text
@@ -127,7 +151,7 @@ def train(config: ConfigOption = None, set_: SetOption = None, json_out: JsonOpt
         from sweeper.display import TrainProgress
         from trainers.train import train as run_training
 
-        with TrainProgress(cfg.total_steps) as progress:
+        with training_errors(), TrainProgress(cfg.total_steps) as progress:
             result = run_training(cfg, report=progress.update)
     summary = result.summary()
     if json_out:
@@ -215,7 +239,7 @@ def coord_check(
         from sweeper.display import stderr
         from trainers.coord_check import run_coord_check
 
-        with Progress(console=stderr, transient=True) as progress:
+        with training_errors(), Progress(console=stderr, transient=True) as progress:
             task = progress.add_task("coord check", total=len(width_list) * seeds)
             result = run_coord_check(
                 cfg,
@@ -294,8 +318,10 @@ def run(
 ) -> None:
     """Run a study, finish an interrupted one, or extend a grown one: only trials not in the store run.
 
-    Exit status 0 when the study is complete, 130 when interrupted (rerun the same command to resume),
-    1 when the study's pre-flight coordinate check fails (without --force), 2 on bad input.
+    Exit status 0 when the study is complete; 130 when interrupted by Ctrl-C and 143 by SIGTERM (rerun
+    the same command to resume); 1 when the pre-flight coordinate check fails (without --force) or the
+    results store cannot be written (fix it, rerun to resume); 2 on bad input, or when another driver
+    runs the same study (--wait waits for it instead).
     """
     from sweeper.run import run as run_study
 

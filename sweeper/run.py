@@ -171,11 +171,7 @@ def _bound_for_plan(study: Study, results_root: Path) -> Study:
 
 def planned_trials(study: Study) -> int | None:
     """Trials the study plans in all; None for an adaptive search, which decides as it goes."""
-    if study.search.method == "grid":
-        return len(study.grid_trials())  # validates every config before anything runs
-    if study.search.method == "optuna":
-        return len(study.variants) * len(study.scale_points()) * study.search.num_samples * len(study.seeds)
-    return None
+    return None if study.search.method == "adaptive" else study.trial_count()
 
 
 def prepare(plan: RunPlan, store: ResultsStore) -> None:

@@ -518,3 +518,23 @@ def test_split_sizes_match_the_built_split(tmp_path, n):
     corpus = load_corpus(str(path), cache_dir=tmp_path / "cache")
     assert _split_sizes(n) == (len(corpus.train), len(corpus.val))
     assert VAL_EVERY == 10
+
+
+def test_resources_larger_than_this_machine_are_refused_before_anything_is_written(tmp_path):
+    import os
+
+    cases = {f"resources: {{cpu: {(os.cpu_count() or 1) + 1}}}\n": "cores; at most"}
+    if not _has_cuda():
+        cases["resources: {gpu: 1}\n"] = "has no CUDA GPU"
+    for body, expected in cases.items():
+        path = write_study(tmp_path, f"name: s\n{body}")
+        results = tmp_path / "results"
+        result = RUNNER.invoke(app, ["run", str(path), "--results", str(results)])
+        line = assert_refused(path, result.exit_code, result.stdout, result.stderr, results)
+        assert expected in line, line
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -235,3 +235,19 @@ def test_a_corrupt_trial_table_stops_a_run_with_one_line_naming_it(tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("error:") and "trials.parquet" in line
+
+
+def test_a_crash_inside_sweeper_train_is_one_line_and_exit_1(tmp_path):
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-compiler")}
+    args = ["compile=true", "steps=2", "width=32", "depth=1", "n_heads=2", "seq_len=16", "batch_size=2"]
+    proc = subprocess.run(
+        [*SWEEPER, "train", *(x for a in args for x in ("--set", a))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    (line,) = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert line.startswith("error: training failed: InductorError") and "SWEEPER_DEBUG=1" in line

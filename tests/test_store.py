@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pandas as pd
 import pytest
@@ -182,3 +184,16 @@ def test_an_unreadable_store_is_a_store_error(tmp_path, monkeypatch):
         ResultsStore(tmp_path, "s").trials()
     fresh = ResultsStore(tmp_path, "s")
     assert fresh.curves().empty and fresh.unreadable_curves  # a curve only draws a figure: left out
+
+
+def test_store_files_get_the_permissions_of_a_plain_open(tmp_path):
+    """Atomic writes go through mkstemp (mode 0600); the files must end up as `open` would make them."""
+    previous = os.umask(0o022)
+    try:
+        store = ResultsStore(tmp_path, "s")
+        store.record(row("a", objective=1.0), [{"step": 1, "val_loss": 2.0}])
+        store.write_study_record({"name": "s"})
+    finally:
+        os.umask(previous)
+    for path in (store.trials_path, store.curves_dir / "a.parquet", store.dir / "study.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
