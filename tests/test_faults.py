@@ -140,6 +140,7 @@ def test_a_signal_as_soon_as_the_driver_starts_stops_cleanly(tmp_path, sig, code
     assert "resume with the same command" in err or "interrupted before any trial ran" in err
 
 
+@pytest.mark.slow
 def test_a_killed_driver_leaves_no_ray_behind_and_the_next_driver_resumes(tmp_path):
     path, results = write_study(tmp_path, "k9", GRID, steps=200), tmp_path / "results"
     proc = start(path, results)
@@ -156,6 +157,7 @@ def test_a_killed_driver_leaves_no_ray_behind_and_the_next_driver_resumes(tmp_pa
     assert len(stored(results, "k9")) == 8
 
 
+@pytest.mark.slow
 def test_a_trial_that_fails_in_its_worker_is_recorded_and_the_study_goes_on(tmp_path):
     """torch.compile needs a C++ compiler for CPU kernels; with none there, the compiled trial fails in
     its worker (a real failure no validation can see: the compiler is the worker machine's)."""

@@ -265,6 +265,7 @@ def test_a_study_runs_on_an_existing_ray_cluster(tmp_path):
         kill_leftover_ray(temp_dir)
 
 
+@pytest.mark.slow
 def test_adaptive_search_finds_the_grid_optimum_with_fewer_trials(tmp_path):
     body = "scale: {width: [32, 64]}\nsweep: {lr: {log2_grid: [-12, -4]}}\nwandb: {mode: disabled}\n"
     grid_path = write_study(tmp_path, "full", body, steps=40)
