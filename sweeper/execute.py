@@ -43,14 +43,17 @@ class RunOutcome:
 class _StopOnFatal(Stopper):
     """Ends the whole run once the recorder cannot write the store (or the searcher cannot plan)."""
 
-    def __init__(self, recorder: Recorder, searcher: StudySearcher) -> None:
+    def __init__(
+        self, recorder: Recorder, searcher: StudySearcher, stop_requested: Callable[[], bool] | None
+    ) -> None:
         self.recorder, self.searcher = recorder, searcher
+        self.stop_requested = stop_requested or (lambda: False)
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         return False
 
     def stop_all(self) -> bool:
-        return self.recorder.fatal is not None or self.searcher.fatal is not None
+        return self.recorder.fatal is not None or self.searcher.fatal is not None or self.stop_requested()
 
 
 def run_study(
@@ -59,6 +62,7 @@ def run_study(
     stored: Stored,
     *,
     tune_dir: Path,
+    stop_requested: Callable[[], bool] | None = None,
     max_concurrent: int | None = None,
     tracker: Any = None,
     on_progress: Callable[[Progress], None] | None = None,
@@ -88,7 +92,7 @@ def run_study(
             storage_path=str(tune_dir.resolve()),  # never the store: Tune's files are not the record
             verbose=0,
             callbacks=[recorder],
-            stop=_StopOnFatal(recorder, searcher),
+            stop=_StopOnFatal(recorder, searcher, stop_requested),
             failure_config=tune.FailureConfig(max_failures=2),
         ),
     )
@@ -104,8 +108,9 @@ def run_study(
     finally:
         tune_logger.setLevel(level)
     fatal = recorder.fatal or searcher.fatal or (f"Ray Tune stopped: {crashed}" if crashed else None)
+    stopped = stop_requested is not None and stop_requested()
     return RunOutcome(
-        complete=searcher.complete and fatal is None,
+        complete=searcher.complete and fatal is None and not stopped,
         counts=recorder.progress().counts,
         skipped=len(stored.losses),
         wall_s=time.time() - start,

@@ -138,17 +138,28 @@ class Signals:
         self._saved: Any = None
 
     def __enter__(self) -> Signals:
-        self._saved = signal.getsignal(signal.SIGTERM)
+        self._saved = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT))
         self.install()
         return self
 
     def install(self) -> None:
         signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_int)
+
+    def _on_int(self, signum: int, frame: Any) -> None:
+        # Remembered as well as raised: if some library swallows the KeyboardInterrupt, the run's stopper
+        # (`stop_requested`) still ends the run at Tune's next step. Tune installs its own SIGINT handler
+        # while it runs (a graceful stop) and puts this one back after.
+        self.received = self.received or signal.SIGINT
+        raise KeyboardInterrupt
+
+    def stop_requested(self) -> bool:
+        return self.received is not None
 
     def _on_term(self, signum: int, frame: Any) -> None:
         self.received = signal.SIGTERM
         handler = signal.getsignal(signal.SIGINT)  # Tune's graceful stop while it runs, else Ctrl-C's
-        if callable(handler):
+        if callable(handler) and handler is not self._on_int:
             handler(signal.SIGINT, frame)
         else:
             raise KeyboardInterrupt
@@ -157,7 +168,9 @@ class Signals:
         return TERMINATED if self.received == signal.SIGTERM else INTERRUPTED
 
     def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGTERM, self._saved if self._saved is not None else signal.SIG_DFL)
+        term, interrupt = self._saved or (signal.SIG_DFL, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, term)
+        signal.signal(signal.SIGINT, interrupt)
 
 
 def _bound_for_plan(study: Study, results_root: Path) -> Study:
@@ -217,6 +230,7 @@ def execute(
                 store,
                 plan.stored,
                 tune_dir=session.tune_dir,
+                stop_requested=signals.stop_requested,
                 max_concurrent=max_concurrent,
                 tracker=tracker,
                 on_progress=display.update,
