@@ -213,9 +213,7 @@ def test_mup_at_the_base_width_is_bit_identical_to_sp_after_adamw_steps(make):
     losses = {}
     for name in ("sp", "mup"):
         model = make(32, 2)
-        p = parameterize(
-            model, base=make(32, 2), parameterization=name, lr=3e-3, apply_init=True
-        )
+        p = parameterize(model, base=make(32, 2), parameterization=name, lr=3e-3, apply_init=True)
         optimizer = torch.optim.AdamW(p.param_groups)
         trace = []
         for _ in range(3):
