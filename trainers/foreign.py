@@ -98,6 +98,7 @@ def parameterize(
     base_shapes: dict[str, Iterable[int]] | None = None,
     roles: dict[str, str] | None = None,
     apply_init: bool = False,
+    seed: int | None = None,
     **keys: Any,
 ) -> Parameterization:
     """Apply a parameterization to `model`, relative to `base` (the same architecture at the base width;
@@ -171,7 +172,7 @@ def parameterize(
     result = Parameterization(cfg, plans, model)
     result.handles = _install_multipliers(model, plans)
     if apply_init:
-        result.init_()
+        result.init_(seed)
     return result
 
 
@@ -288,3 +289,116 @@ def _scale_output(multiplier: float):
         return output * multiplier
 
     return hook
+
+
+# --- the coordinate check, on a foreign model ----------------------------------------------------------
+
+FOREIGN_KINDS = ("embedding", "hidden", "logits")
+
+
+def causal_lm_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The loss of a Hugging Face causal LM (it shifts the labels itself), or cross-entropy of logits."""
+    out = model(input_ids=x, labels=x) if hasattr(model, "get_output_embeddings") else model(x)
+    if hasattr(out, "loss") and out.loss is not None:
+        return out.loss
+    logits = out.logits if hasattr(out, "logits") else out
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+def coord_check_model(
+    make_model,
+    widths: list[int],
+    *,
+    steps: int = 4,
+    seeds: int = 2,
+    batch_size: int = 8,
+    seq_len: int = 32,
+    corpus: str = "builtin",
+    loss_fn=causal_lm_loss,
+    tolerance: float | None = None,
+    **keys: Any,
+):
+    """`trainers.coord_check` for any model: `make_model(width)` builds it (seeded by the caller or not:
+    each width and seed is initialised from the plan with `apply_init`), the smallest width is the base.
+    Per role of the modules that own planned weights (embedding, hidden, logits = the readout), the mean
+    |output| per step is fitted against width in log2; a slope within the tolerance passes (shrinking
+    logits pass as in the built-in check). Returns a `CoordCheckResult`."""
+    import numpy as np
+
+    from trainers.coord_check import TOLERANCE, CoordCheckResult, slope_of
+    from trainers.data import Batches, load_corpus
+
+    tolerance = TOLERANCE if tolerance is None else tolerance
+    widths = sorted(widths)
+    text = load_corpus(corpus, None)
+    base = make_model(widths[0])
+    sums: dict[tuple[str, int, int], float] = {}
+    shrink_ok = False
+    for width in widths:
+        for seed in range(seeds):
+            torch.manual_seed(seed)
+            model = make_model(width)
+            p = parameterize(model, base=base, apply_init=True, seed=seed, **keys)
+            rules = width_rules(p.config)["readout"]
+            shrink_ok = rules.multiplier + (rules.init or 0.0) >= 1 and not p.config.zero_init_readout
+            optimizer = _optimizer(p)
+            batches = Batches(text, batch_size, seq_len, seed)
+            for step in range(1, steps + 1):
+                record: dict[str, list[float]] = {kind: [] for kind in FOREIGN_KINDS}
+                handles = _record_outputs(model, p, record)
+                x, y = batches.train_batch()
+                loss = loss_fn(model, x, y)
+                for handle in handles:
+                    handle.remove()
+                for kind, values in record.items():
+                    if values:
+                        key = (kind, step, width)
+                        sums[key] = sums.get(key, 0.0) + float(np.mean(values)) / seeds
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            p.remove()
+    kinds = [k for k in FOREIGN_KINDS if all((k, 1, w) in sums for w in widths)]
+    rows = [
+        {"module": k, "step": s, "width": w, "l1": sums[(k, s, w)]}
+        for k in kinds
+        for s in range(1, steps + 1)
+        for w in widths
+    ]
+    slopes = []
+    for kind in kinds:
+        for step in range(1, steps + 1):
+            slope = slope_of(widths, [sums[(kind, step, w)] for w in widths])
+            low = -0.5 - tolerance if kind == "logits" and shrink_ok else -tolerance
+            ok = bool(np.isfinite(slope)) and low <= slope <= tolerance
+            slopes.append({"module": kind, "step": step, "slope": slope, "ok": ok})
+    return CoordCheckResult(
+        passed=all(s["ok"] for s in slopes), rows=rows, slopes=slopes, tolerance=tolerance
+    )
+
+
+def _optimizer(p: Parameterization) -> torch.optim.Optimizer:
+    if p.config.optimizer == "sgd":
+        return torch.optim.SGD(p.param_groups)
+    return torch.optim.AdamW(p.param_groups, betas=tuple(p.config.betas))
+
+
+def _record_outputs(model: nn.Module, p: Parameterization, record: dict[str, list[float]]) -> list[Any]:
+    """Hooks on the modules owning planned weights, registered after the multiplier hooks (so they see
+    the scaled outputs), keyed by role."""
+    modules = dict(model.named_modules())
+    kind_of = {"embedding": "embedding", "hidden": "hidden", "readout": "logits"}
+    handles, seen = [], set()
+    for plan in p.plans:
+        kind = kind_of.get(plan.role)
+        owner = plan.name.rsplit(".", 1)[0]
+        if kind is None or (owner, kind) in seen or owner not in modules:
+            continue
+        seen.add((owner, kind))
+
+        def hook(_module, _inputs, output, kind=kind) -> None:
+            tensor = output[0] if isinstance(output, tuple) else output
+            record[kind].append(tensor.detach().float().abs().mean().item())
+
+        handles.append(modules[owner].register_forward_hook(hook))
+    return handles
