@@ -252,3 +252,18 @@ def test_the_coordinate_check_passes_mup_and_fails_sp_on_foreign_models(make):
     assert "hidden" in failing  # SP's hidden activations grow with width once Adam moves the weights
     last = {s["module"]: s["slope"] for s in sp.slopes if s["step"] == 4}
     assert last["hidden"] > 0.5
+
+
+@pytest.mark.slow
+def test_the_plan_survives_torch_compile():
+    """State lives in the plan and in forward hooks, not on tensors: a compiled model computes the same."""
+    torch.manual_seed(0)
+    model = TinyLM(64)
+    parameterize(model, base=TinyLM(32), parameterization="mup", lr=0.01, output_mult=3.0)
+    idx = torch.randint(0, VOCAB, (2, 8))
+    eager = model(idx)
+    compiled = torch.compile(model)
+    assert torch.allclose(compiled(idx), eager, atol=1e-5, rtol=1e-5)
+    unscaled = TinyLM(64)
+    unscaled.load_state_dict(model.state_dict())
+    assert torch.allclose(unscaled(idx) * 3.0 / 2, eager, atol=1e-5, rtol=1e-5)  # output_mult / m
