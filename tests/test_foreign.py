@@ -267,3 +267,38 @@ def test_the_plan_survives_torch_compile():
     unscaled = TinyLM(64)
     unscaled.load_state_dict(model.state_dict())
     assert torch.allclose(unscaled(idx) * 3.0 / 2, eager, atol=1e-5, rtol=1e-5)  # output_mult / m
+
+
+try:
+    import mup
+except ImportError:  # part of the hf extra
+    mup = None
+
+
+@pytest.mark.skipif(mup is None, reason="needs the mup package (the hf extra)")
+def test_the_plan_agrees_with_the_mup_package_on_lr_weight_decay_and_the_readout_multiplier():
+    """Where the `mup` package applies (its MuAdam and MuReadout), the plan gives the same numbers. One
+    deliberate difference: sweeper gives vectors (biases, gains) no weight decay."""
+
+    class MupLM(TinyLM):
+        def __init__(self, width: int) -> None:
+            super().__init__(width)
+            self.heads = nn.ModuleList([mup.MuReadout(width, VOCAB, bias=False, output_mult=2.0)])
+
+    lr, wd = 0.01, 0.1
+    theirs = MupLM(128)
+    mup.set_base_shapes(theirs, MupLM(32), delta=MupLM(64))
+    groups = mup.MuAdamW(theirs.parameters(), lr=lr, weight_decay=wd).param_groups
+    names = {id(p): n for n, p in theirs.named_parameters()}
+    expected = {names[id(p)]: (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+    ours = by_name(
+        parameterize(
+            TinyLM(128), base=TinyLM(32), parameterization="mup", lr=lr, weight_decay=wd, output_mult=2.0
+        )
+    )
+    for name, (their_lr, their_wd) in expected.items():
+        assert ours[name]["lr"] == pytest.approx(their_lr), name
+        if ours[name]["role"] != "vector":
+            assert ours[name]["weight_decay"] == pytest.approx(their_wd), name
+    readout = theirs.heads[0]
+    assert ours["heads.0.weight"]["multiplier"] == pytest.approx(readout.output_mult / readout.width_mult())
