@@ -271,11 +271,11 @@ def test_the_plan_survives_torch_compile():
 
 try:
     import mup
-except ImportError:  # part of the hf extra
+except ImportError:  # optional: `pip install --no-deps mup` (CI does; its torchvision would replace torch)
     mup = None
 
 
-@pytest.mark.skipif(mup is None, reason="needs the mup package (the hf extra)")
+@pytest.mark.skipif(mup is None, reason="needs the mup package: pip install --no-deps mup")
 def test_the_plan_agrees_with_the_mup_package_on_lr_weight_decay_and_the_readout_multiplier():
     """Where the `mup` package applies (its MuAdam and MuReadout), the plan gives the same numbers. One
     deliberate difference: sweeper gives vectors (biases, gains) no weight decay."""
