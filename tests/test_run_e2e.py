@@ -197,7 +197,7 @@ wandb: {mode: disabled}
     assert sweeper("best", "--study", "asha", "--json", cwd=tmp_path).returncode == 0
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGINT, pytest.param(signal.SIGKILL, marks=pytest.mark.slow)])
 def test_an_interrupted_study_keeps_finished_trials_and_a_rerun_completes_it(tmp_path, sig):
     body = "scale: {width: [32, 64]}\nsweep: {lr: {log2_grid: [-11, -6]}}\nwandb: {mode: disabled}\n"
     path = write_study(tmp_path, "intr", body, steps=400)
