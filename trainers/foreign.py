@@ -228,7 +228,7 @@ def _layouts(model: nn.Module) -> dict[str, str]:
     """Weights stored (in, out) rather than PyTorch's (out, in): transformers' Conv1D (GPT-2)."""
     return {
         name: "in_out"
-        for name, module in ((n, m) for n, m in _owners(model).items())
+        for name, module in _owners(model).items()
         if type(module).__name__ == "Conv1D" and name.endswith(".weight")
     }
 
@@ -260,12 +260,11 @@ def _tied_readout(model: nn.Module, params: dict[str, nn.Parameter]) -> tuple[st
     output = get_output() if callable(get_output) else None
     if not isinstance(output, nn.Linear):
         return None
+    owners = _owners(model)
     for name, p in params.items():
-        if p is output.weight:
-            owner = _owners(model).get(name)
-            if isinstance(owner, nn.Embedding):
-                readout = next(n for n, m in model.named_modules() if m is output)
-                return name, f"{readout}.weight"
+        if p is output.weight and isinstance(owners.get(name), nn.Embedding):
+            readout = next(n for n, m in model.named_modules() if m is output)
+            return name, f"{readout}.weight"
     return None
 
 
