@@ -331,6 +331,11 @@ def estimate_study(
 ) -> StudyEstimate:
     """The study's time on this machine: per row and in total. Raises EstimateUnavailable with the reason
     when its trials cannot run here (no such device, a missing corpus, ...)."""
+    if study.custom_trainer:
+        raise EstimateUnavailable(
+            f"sweeper times only its built-in trainer, not {study.trainer_label} (the store's wall_s column "
+            "has the time of each trial run so far)"
+        )
     rows = plan_rows(study, store, rerun_failed) if rows is None else rows
     if refresh is None:
         refresh = os.environ.get(REMEASURE_ENV, "") not in ("", "0")

@@ -24,7 +24,7 @@ from sweeper.recorder import Progress, Recorder, RunCounts
 from sweeper.search import Strategy, make_strategy
 from sweeper.store import ResultsStore
 from sweeper.stored import Stored
-from sweeper.study import Study
+from sweeper.study import Study, total_steps
 from sweeper.trainable import run_trial
 from sweeper.tune_searcher import StudySearcher
 
@@ -75,7 +75,8 @@ def run_study(
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "3600")
     strategy = make_strategy(study, stored)
     ledger = TrialLedger()
-    searcher = StudySearcher(strategy, study.objective, max(1, int(study.resources.cpu)), ledger)
+    threads = max(1, int(study.resources.cpu))
+    searcher = StudySearcher(strategy, study.objective, threads, ledger, study.user_trainer_spec(os.getcwd()))
     recorder = Recorder(study, store, ledger, tracker, on_progress)
     tuner = tune.Tuner(
         tune.with_resources(run_trial, {"cpu": study.resources.cpu, "gpu": study.resources.gpu}),
@@ -130,7 +131,7 @@ def _scheduler(study: Study) -> GroupedASHA | None:
         return None
     probe = study.probe_params()
     steps = max(
-        study.trial_config(variant, point, probe, study.seeds[0]).total_steps
+        total_steps(study.trial_config(variant, point, probe, study.seeds[0])) or 0
         for variant in study.variants
         for point in study.scale_points()
     )

@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from sweeper.user_trainer import UserConfig
 from trainers.config import TrainConfig
 
 # Keys that say how a trial runs, not which model it trains: they never split a definition.
@@ -22,12 +23,22 @@ def _digest(values: dict[str, Any], length: int) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:length]
 
 
-def trial_id(config: TrainConfig) -> str:
+def _identity(config: TrainConfig | UserConfig) -> dict[str, Any]:
+    """The values that name a config: the built-in one's non-default keys; a user trainer's every value
+    and the trainer itself."""
+    if isinstance(config, UserConfig):
+        return config.identity()
+    return config.model_dump(mode="json", exclude_defaults=True)
+
+
+def trial_id(config: TrainConfig | UserConfig) -> str:
     """16 hex chars identifying a resolved config, seed included: the store's primary key."""
-    return _digest(config.model_dump(mode="json", exclude_defaults=True), 16)
+    return _digest(_identity(config), 16)
 
 
-def definition_fingerprint(config: TrainConfig | dict[str, Any], varied_keys: Iterable[str]) -> str:
+def definition_fingerprint(
+    config: TrainConfig | UserConfig | dict[str, Any], varied_keys: Iterable[str]
+) -> str:
     """12 hex chars naming what a trial's variant *is*: its resolved config without the keys the study
     varies (scale and swept keys) and without execution keys (seed, threads).
 
@@ -38,5 +49,5 @@ def definition_fingerprint(config: TrainConfig | dict[str, Any], varied_keys: It
     if isinstance(config, dict):
         config = TrainConfig.model_validate(config)
     varied = set(varied_keys)
-    values = config.model_dump(mode="json", exclude_defaults=True)
+    values = _identity(config)
     return _digest({k: v for k, v in values.items() if k not in EXECUTION_KEYS and k not in varied}, 12)

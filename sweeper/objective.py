@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Objective(BaseModel):
@@ -21,15 +21,16 @@ class Objective(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    metric: Literal["val_loss", "train_loss"] = "val_loss"
+    # The built-in trainer reports val_loss and train_loss; a user's trainer any metric it reports (the
+    # study checks which, `Study._check_trainer`).
+    metric: str = Field("val_loss", min_length=1, max_length=100)
     mode: Literal["min", "max"] = "min"
     use: Literal["final", "best"] = "final"
 
     def of_summary(self, summary: dict[str, Any]) -> float | None:
-        """The objective of a finished trial, from `TrainResult.summary()` (None when it has none)."""
-        if self.metric == "train_loss":
-            return summary.get("final_train_loss")
-        return summary.get("best_val_loss" if self.use == "best" else "final_val_loss")
+        """The objective of a finished trial, from its summary (the built-in `TrainResult.summary()` or a
+        user trainer's `UserResult.summary()`): `final_<metric>` or `best_<metric>`; None when it has none."""
+        return summary.get(f"{self.use}_{self.metric}")
 
     def loss(self, objective: float | None) -> float:
         """The objective oriented for minimisation; +inf for a missing or non-finite one."""

@@ -264,44 +264,61 @@ def plot_optimum_vs_scale(verify: list[dict], path: str | Path) -> Path:
 
 
 def plot_best_curves(
-    curves, best_trials, axis: str, path: str | Path, variants: list[str] | None = None
+    curves,
+    best_trials,
+    axis: str,
+    path: str | Path,
+    variants: list[str] | None = None,
+    metric: str = "val_loss",
 ) -> Path:
-    """Validation loss against tokens for the best trial of each variant and scale point."""
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
-
+    """The objective's metric (validation loss for the built-in trainer) against tokens (steps when the
+    trainer reports no tokens) for the best trial of each variant and scale point."""
     plt = _pyplot()
     variants = variants or list(dict.fromkeys(best_trials["variant"]))
     fig, axes = plt.subplots(1, len(variants), figsize=(4.6 * len(variants), 3.8), squeeze=False, sharey=True)
     cmap = plt.get_cmap("viridis")
     scales = sorted(float(s) for s in best_trials[axis].unique())
+    shown = curves[curves[metric].notna()]
+    x = "tokens" if "tokens" in shown.columns and shown["tokens"].notna().all() else "step"
+    log_y = bool((shown[metric] > 0).all())
     for ax, variant in zip(axes[0], variants, strict=True):
         rows = best_trials[best_trials["variant"] == variant]
         for _, trial in rows.assign(_scale=rows[axis].astype(float)).sort_values("_scale").iterrows():
-            curve = curves[(curves["trial_id"] == trial["trial_id"]) & curves["val_loss"].notna()]
+            curve = shown[shown["trial_id"] == trial["trial_id"]]
             i = scales.index(float(trial[axis]))
             ax.plot(
-                curve["tokens"],
-                curve["val_loss"],
+                curve[x],
+                curve[metric],
                 "-",
                 color=cmap(0.1 + 0.8 * i / max(len(scales) - 1, 1)),
                 label=f"{axis} {float(trial[axis]):g}",
             )
         ax.set_title(variant, fontsize=10)
-        ax.set_xlabel("tokens")
-        ax.set_yscale("log")
+        ax.set_xlabel(x)
+        if log_y:
+            ax.set_yscale("log")
         ax.grid(alpha=0.3, which="both")
-    low, high = axes[0][0].get_ylim()
-    ticks = [t for t in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 12, 16, 20, 30) if low <= t <= high]
-    for ax in axes[0]:
-        ax.set_yticks(ticks)
-        ax.yaxis.set_major_formatter(ScalarFormatter())
-        ax.yaxis.set_minor_formatter(NullFormatter())
-    axes[0][0].set_ylabel("validation loss (log scale)")
+    if log_y:
+        _loss_ticks(axes[0])
+    label = "validation loss" if metric == "val_loss" else metric.replace("_", " ")
+    axes[0][0].set_ylabel(f"{label} (log scale)" if log_y else label)
     _legend(axes[0][-1], fontsize=8)
     fig.suptitle("Training curves of the best trial per scale point", fontsize=11)
     fig.tight_layout()
     plt.close(fig)
     return _save(fig, path)
+
+
+def _loss_ticks(axes) -> None:
+    """Plain-number ticks on log-scaled loss axes."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    low, high = axes[0].get_ylim()
+    ticks = [t for t in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10, 12, 16, 20, 30) if low <= t <= high]
+    for ax in axes:
+        ax.set_yticks(ticks)
+        ax.yaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def plot_best_loss_vs_scale(verify: list[dict], path: str | Path) -> Path:

@@ -90,28 +90,30 @@ class Recorder(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if not result.get("final"):
-            point = {key: result.get(key) for key in CURVE_KEYS}
+            # A user's trainer's point comes whole (its own metric names); the built-in one's as Tune keys.
+            point = result.get("point") or {key: result.get(key) for key in CURVE_KEYS}
             self.curves.setdefault(trial.trial_id, []).append(_none_for_nan(point))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
+        error, details = None, None
         if result.get("final"):
             summary = result.get("summary") or {}
             status = summary.get("status", "completed")
+            error, details = result.get("error"), result.get("error_details")
         elif self.study.early_stop is not None:
             curve = self.curves.get(trial.trial_id, [])
-            val = [p["val_loss"] for p in curve if p.get("val_loss") is not None]
+            metric = self.study.objective.metric
+            values = [p[metric] for p in curve if p.get(metric) is not None]
             last = curve[-1] if curve else {}
-            summary = {
-                "steps": last.get("step"),
-                "tokens": last.get("tokens"),
-                "best_val_loss": min(val) if val else None,
-            }
+            pick = max if self.study.objective.mode == "max" else min
+            summary = {"steps": last.get("step"), "tokens": last.get("tokens")}
+            summary[f"best_{metric}"] = pick(values) if values else None
             status = "stopped"
         else:  # ended without its final report and nothing stops trials early: an interrupted run
             self.curves.pop(trial.trial_id, None)
             return
-        self._record(trial, status, summary, None)
+        self._record(trial, status, summary, error, details)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         details = _error_details(trial)
@@ -197,7 +199,7 @@ class Recorder(tune.Callback):
     def _record_params(self, trial: PlannedTrial) -> None:
         """The per-parameter table of each (variant, scale point), once."""
         key = (trial.variant, group_key(trial.scale))
-        if key in self.recorded_params:
+        if key in self.recorded_params or self.study.custom_trainer:  # a user's model has its own rules
             return
         self.recorded_params.add(key)
         from trainers.data import load_corpus

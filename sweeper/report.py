@@ -90,9 +90,15 @@ def build_report(store: ResultsStore, out: Path, axis: str | None = None, tracke
             figures["best loss vs scale"] = plot_best_loss_vs_scale(verify, out / "best_loss_vs_scale.png")
         best = best_trials(trials, axis, mode)
         curves = store.curves(best["trial_id"]) if not best.empty else None
-        if curves is not None and "val_loss" in curves.columns and not curves.empty:
+        metric = record.objective.metric
+        if curves is not None and metric in curves.columns and not curves.empty:
             figures["training curves"] = plot_best_curves(
-                curves, best, axis, out / "best_curves.png", variants=list(dict.fromkeys(trials["variant"]))
+                curves,
+                best,
+                axis,
+                out / "best_curves.png",
+                variants=list(dict.fromkeys(trials["variant"])),
+                metric=metric,
             )
     coord = store.dir / "coord_check.png"
     if coord.exists():

@@ -93,6 +93,7 @@ def _run(
     wait: bool,
 ) -> int:
     study = load_study(path)
+    check_user_trainer(study)
     store = ResultsStore(results_root, study.name)
     if dry:
         from sweeper.dry_run import print_plan
@@ -187,15 +188,29 @@ def planned_trials(study: Study) -> int | None:
     return None if study.search.method == "adaptive" else study.trial_count()
 
 
-def prepare(plan: RunPlan, store: ResultsStore) -> None:
-    """Build each corpus cache once (before parallel trials race for it) and record the study as run now."""
-    from trainers.data import load_corpus
+def check_user_trainer(study: Study) -> None:
+    """A study's trainer_entry must import, from the directory sweeper runs in, as a function of
+    (config, report): a StudyError before anything runs, not one failed trial after another."""
+    if not study.trainer_entry:
+        return
+    from sweeper.user_trainer import EntryError, load_entry
 
+    try:
+        load_entry(study.trainer_entry, Path.cwd(), keep_path=False)
+    except EntryError as err:
+        raise StudyError(f"{study.source}: trainer_entry: {err}") from None
+
+
+def prepare(plan: RunPlan, store: ResultsStore) -> None:
+    """Build each corpus cache once (before parallel trials race for it) and record the study as run now.
+    A user's trainer brings its own data."""
     study = plan.study
-    for corpus in {
-        study.trial_config(v, study.scale_points()[0], {}, study.seeds[0]).corpus for v in study.variants
-    }:
-        load_corpus(corpus)
+    if not study.custom_trainer:
+        from trainers.data import load_corpus
+
+        point = study.scale_points()[0]
+        for corpus in {study.trial_config(v, point, {}, study.seeds[0]).corpus for v in study.variants}:
+            load_corpus(corpus)
     store.dir.mkdir(parents=True, exist_ok=True)
     store.write_study_record(StudyRecord.of_study(study, plan.planned))
 

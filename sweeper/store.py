@@ -401,6 +401,42 @@ def study_summaries(root: Path) -> list[dict[str, Any]]:
     return rows
 
 
+# The columns of the trial table that are not config keys (plus `seed`, which is both): a user's trainer
+# may not name a config key after one of them.
+RUN_COLUMNS = frozenset(
+    [
+        "trial_id",
+        "study",
+        "variant",
+        "status",
+        "objective",
+        "final_val_loss",
+        "best_val_loss",
+        "final_train_loss",
+        "initial_loss",
+        "steps_done",
+        "tokens_done",
+        "wall_s",
+        "tokens_per_s",
+        "diverged_at",
+        "divergence_reason",
+        "n_params",
+        "device_used",
+        "dtype_used",
+        "error",
+        "scale_point",
+        "fingerprint",
+        "swept",
+        "config",
+        "summary",
+        "code_version",
+        "host",
+        "started_at",
+        "finished_at",
+    ]
+)
+
+
 def trial_row(
     *,
     trial_id: str,
@@ -445,6 +481,7 @@ def trial_row(
         "fingerprint": fingerprint,
         "swept": json.dumps(params, sort_keys=True),
         "config": json.dumps(config, sort_keys=True),
+        "summary": json.dumps(summary, sort_keys=True, default=repr),
         "code_version": code_version(),
         "host": host(),
         "started_at": started_at,

@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -30,6 +31,8 @@ from pydantic_core import PydanticCustomError
 from sweeper.errors import StudyError
 from sweeper.identity import definition_fingerprint, trial_id
 from sweeper.objective import Objective
+from sweeper.store import RUN_COLUMNS
+from sweeper.user_trainer import ENTRY, KEY, UserConfig, UserTrainerSpec
 from sweeper.yaml_lines import Loc, dotted, line_of, parse_yaml
 from trainers.config import MAX_SEED, MAX_YAML_BYTES, TrainConfig, format_validation_error, shown
 
@@ -38,6 +41,7 @@ MAX_NAME = 100  # characters of a study or variant name: each names a folder or 
 PLAIN_NAME_RULE = (
     f"letters, digits, '_', '.', '-', starting with a letter or digit, no '..', at most {MAX_NAME} characters"
 )
+BUILTIN_METRICS = ("val_loss", "train_loss")  # what the built-in trainer reports
 SWEEP_KINDS = ("log2_grid", "values", "loguniform", "uniform", "choice")
 MAX_GRID = 1000  # values in one log2_grid; more is almost surely a typo in step
 # Trials a study may plan unless its `max_trials` says more: counted without expanding them, before any
@@ -60,37 +64,68 @@ def _plain_name(value: str, what: str, *where: str | int) -> str:
     return value
 
 
-def _check_train_keys(keys: list[str], what: str, *where: str | int) -> None:
-    """Each key must be a TrainConfig key other than seed; an error points at `where` + the key."""
-    for key in keys:
-        problem = _train_key_problem(key, what)
-        if problem:
-            raise _invalid(problem, *where, key)
+@dataclass(frozen=True)
+class TrainerKeys:
+    """Which config keys a study's trainer takes: TrainConfig's (the built-in GPT), or a user's trainer's
+    (`trainer_keys`, or any identifier when it lists none)."""
 
+    custom: bool = False
+    allowed: tuple[str, ...] | None = None
 
-def _train_key_problem(key: str, what: str) -> str | None:
-    if key == "seed":
-        return f"'seed' cannot be set in {what}: list seeds in the top-level 'seeds'"
-    if key not in TrainConfig.model_fields:
-        close = get_close_matches(str(key), TrainConfig.model_fields, n=1) if len(str(key)) < 100 else []
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"unknown trainer key {shown(key)}{hint}"
-    return None
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> TrainerKeys:
+        """From a Study's fields validated so far (a validator's `info.data`) or from a Study."""
+        custom = bool(data.get("trainer_entry") or data.get("trainer_command"))
+        allowed = data.get("trainer_keys")
+        return cls(custom, tuple(allowed) if custom and allowed is not None else None)
 
-
-def _number_kind(key: str) -> type | None:
-    """int or float when the trainer key takes a number (or null), else None."""
-    field = TrainConfig.model_fields.get(key)
-    if field is None:
+    def problem(self, key: Any, what: str) -> str | None:
+        """Why `key` cannot be set in `what` (None when it can)."""
+        if key == "seed":
+            return f"'seed' cannot be set in {what}: list seeds in the top-level 'seeds'"
+        if not self.custom:
+            if key not in TrainConfig.model_fields:
+                return f"unknown trainer key {shown(key)}{_hint(key, TrainConfig.model_fields)}"
+            return None
+        if not isinstance(key, str) or not KEY.fullmatch(key):
+            return f"trainer key {shown(key)} is not an identifier (letters, digits and '_')"
+        if key in RUN_COLUMNS:
+            return (
+                f"trainer key {key!r} is also a column the store keeps for every trial; give it another name"
+            )
+        if self.allowed is not None and key not in self.allowed:
+            return (
+                f"unknown trainer key {shown(key)}{_hint(key, self.allowed)}; trainer_keys allows "
+                f"{', '.join(self.allowed)}"
+            )
         return None
-    kinds = {a for a in (get_args(field.annotation) or (field.annotation,)) if a is not type(None)}
-    return kinds.pop() if len(kinds) == 1 and kinds <= {int, float} else None
+
+    def check(self, keys: list[Any], what: str, *where: str | int) -> None:
+        """Each key must be one the trainer takes, other than seed; an error points at `where` + the key."""
+        for key in keys:
+            problem = self.problem(key, what)
+            if problem:
+                raise _invalid(problem, *where, key)
+
+    def number_kind(self, key: str) -> type | None:
+        """int or float when the built-in trainer's key takes a number (or null), else None (a user's
+        trainer says nothing of its keys' types)."""
+        field = None if self.custom else TrainConfig.model_fields.get(key)
+        if field is None:
+            return None
+        kinds = {a for a in (get_args(field.annotation) or (field.annotation,)) if a is not type(None)}
+        return kinds.pop() if len(kinds) == 1 and kinds <= {int, float} else None
 
 
-def _not_a_number(key: str, value: Any) -> str | None:
+def _hint(key: Any, known: Any) -> str:
+    close = get_close_matches(str(key), list(known), n=1) if len(str(key)) < 100 else []
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _not_a_number(keys: TrainerKeys, key: str, value: Any) -> str | None:
     """Why a value listed for a numeric trainer key is not a number (TrainConfig would coerce '0.001' and
     true, but the analysis reads the values as written), or None."""
-    if _number_kind(key) is None or not isinstance(value, str | bool):
+    if keys.number_kind(key) is None or not isinstance(value, str | bool):
         return None
     if isinstance(value, bool):
         return f"{value} is a boolean, but {key} takes a number"
@@ -291,12 +326,11 @@ class InheritSpec(_Spec):
 
     @field_validator("keys")
     @classmethod
-    def _known_keys(cls, keys: list[str]) -> list[str]:
-        for i, key in enumerate(keys):
-            problem = _train_key_problem(key, "inherit.keys")
-            if problem:
-                raise _invalid(problem, i)
-        return keys
+    def _distinct_keys(cls, keys: list[str]) -> list[str]:
+        dup = _first_duplicate(keys)
+        if dup is not None:
+            raise _invalid(f"duplicate key {shown(keys[dup])}", dup)
+        return keys  # which keys the trainer takes is checked with the whole study (Study._cross_checks)
 
 
 def group_key(point: dict[str, Any]) -> tuple:
@@ -313,12 +347,17 @@ class PlannedTrial:
     scale: dict
     params: dict
     seed: int
-    config: TrainConfig
+    config: TrainConfig | UserConfig
 
 
 class Study(_Spec):
     name: str
     description: str = ""
+    # A user's trainer instead of the built-in GPT (sweeper.user_trainer has the contract): a function
+    # `module:function`, or a command template. Declared before `trainer` so its validators see them.
+    trainer_entry: str | None = None
+    trainer_command: str | None = None
+    trainer_keys: list[str] | None = Field(None, min_length=1)
     trainer: dict[str, Any] = {}
     variants: dict[str, dict[str, Any]] = {"default": {}}
     scale: dict[str, list[Any]] = {}
@@ -349,10 +388,49 @@ class Study(_Spec):
     def _name(cls, value: str) -> str:
         return _plain_name(value, "study name")
 
+    @field_validator("trainer_entry")
+    @classmethod
+    def _entry(cls, entry: str | None) -> str | None:
+        if entry is not None and not ENTRY.fullmatch(entry):
+            raise _invalid(f"{shown(entry)} is not of the form module:function (e.g. mypackage.train:train)")
+        return entry
+
+    @field_validator("trainer_command")
+    @classmethod
+    def _command(cls, command: str | None) -> str | None:
+        if command is None:
+            return None
+        from sweeper.command_trainer import split_template
+
+        try:
+            split_template(command)
+        except ValueError as err:
+            raise _invalid(f"cannot split the command into arguments: {err}") from None
+        return command
+
+    @field_validator("trainer_keys")
+    @classmethod
+    def _trainer_keys(cls, keys: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if keys is None:
+            return None
+        if not (info.data.get("trainer_entry") or info.data.get("trainer_command")):
+            raise _invalid(
+                "trainer_keys lists the keys of your own trainer: give trainer_entry (or trainer_command) too"
+            )
+        dup = _first_duplicate(keys)
+        if dup is not None:
+            raise _invalid(f"duplicate key {shown(keys[dup])}", dup)
+        check = TrainerKeys(custom=True)
+        for i, key in enumerate(keys):
+            problem = None if key == "seed" else check.problem(key, "trainer_keys")
+            if problem:
+                raise _invalid(problem, i)
+        return keys
+
     @field_validator("trainer")
     @classmethod
-    def _trainer(cls, trainer: dict[str, Any]) -> dict[str, Any]:
-        _check_train_keys(list(trainer), "trainer")
+    def _trainer(cls, trainer: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        TrainerKeys.of(info.data).check(list(trainer), "trainer")
         return trainer
 
     @field_validator("variants", mode="before")
@@ -365,18 +443,22 @@ class Study(_Spec):
 
     @field_validator("variants")
     @classmethod
-    def _variants(cls, variants: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    def _variants(
+        cls, variants: dict[str, dict[str, Any]], info: ValidationInfo
+    ) -> dict[str, dict[str, Any]]:
         if not variants:
             raise _invalid("give at least one variant (name: {patch of trainer keys})")
+        keys = TrainerKeys.of(info.data)
         for name, patch in variants.items():
             _plain_name(name, "variant name", name)
-            _check_train_keys(list(patch), f"variants.{name}", name)
+            keys.check(list(patch), f"variants.{name}", name)
         return variants
 
     @field_validator("scale")
     @classmethod
-    def _scale(cls, scale: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        _check_train_keys(list(scale), "scale")
+    def _scale(cls, scale: dict[str, list[Any]], info: ValidationInfo) -> dict[str, list[Any]]:
+        keys = TrainerKeys.of(info.data)
+        keys.check(list(scale), "scale")
         for axis, values in scale.items():
             if not values:
                 raise _invalid(f"empty scale axis {axis!r}: give at least one value", axis)
@@ -384,20 +466,21 @@ class Study(_Spec):
             if dup is not None:
                 raise _invalid(f"duplicate value {shown(values[dup])}", axis, dup)
             for i, value in enumerate(values):
-                problem = _not_a_number(axis, value)
+                problem = _not_a_number(keys, axis, value)
                 if problem:
                     raise _invalid(problem, axis, i)
         return scale
 
     @field_validator("sweep")
     @classmethod
-    def _sweep(cls, sweep: dict[str, SweepSpec]) -> dict[str, SweepSpec]:
+    def _sweep(cls, sweep: dict[str, SweepSpec], info: ValidationInfo) -> dict[str, SweepSpec]:
         if not sweep:
             raise _invalid("empty sweep: leave it out, or give at least one key")
-        _check_train_keys(list(sweep), "sweep")
+        keys = TrainerKeys.of(info.data)
+        keys.check(list(sweep), "sweep")
         for key, spec in sweep.items():
             for i, value in enumerate(spec.listed()):
-                problem = _not_a_number(key, value)
+                problem = _not_a_number(keys, key, value)
                 if problem:
                     raise _invalid(problem, key, spec.kind, i)
         return sweep
@@ -412,6 +495,7 @@ class Study(_Spec):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Study:
+        self._check_trainer()
         for key, spec in self.sweep.items():
             if key in self.scale:
                 raise _invalid(f"{key!r} is both a scale axis and swept: pick one", "sweep", key)
@@ -437,7 +521,7 @@ class Study(_Spec):
             if not self.sweep:
                 raise _invalid("optuna search needs at least one key in sweep", "search", "method")
             for key, spec in self.sweep.items():
-                if _number_kind(key) is int and not spec.listed():
+                if self.trainer_keys_schema.number_kind(key) is int and not spec.listed():
                     raise _invalid(
                         f"{key} takes whole numbers, but optuna samples a {spec.kind} sweep as a continuous "
                         "range: list the values to try (values: [...])",
@@ -455,6 +539,60 @@ class Study(_Spec):
                 )
         self._check_trial_count()
         return self
+
+    def _check_trainer(self) -> None:
+        """What depends on whose trainer runs: the built-in GPT's or the user's."""
+        if self.trainer_entry and self.trainer_command:
+            raise _invalid("give trainer_entry or trainer_command, not both", "trainer_command")
+        keys = self.trainer_keys_schema
+        if self.inherit is not None:
+            keys.check(self.inherit.keys, "inherit.keys", "inherit", "keys")
+        metric = self.objective.metric
+        if not keys.custom:
+            if metric not in BUILTIN_METRICS:
+                raise _invalid(
+                    f"the built-in trainer reports {' and '.join(BUILTIN_METRICS)}, not {shown(metric)}",
+                    "objective",
+                    "metric",
+                )
+            return
+        if not KEY.fullmatch(metric):
+            raise _invalid(
+                f"metric {shown(metric)} is not an identifier (a key your trainer reports)",
+                "objective",
+                "metric",
+            )
+        if self.preflight == "coord_check":
+            raise _invalid(
+                "preflight coord_check checks the built-in GPT; for your own model run "
+                "trainers.coord_check_model on it",
+                "preflight",
+            )
+
+    @property
+    def trainer_keys_schema(self) -> TrainerKeys:
+        return TrainerKeys.of(
+            {
+                "trainer_entry": self.trainer_entry,
+                "trainer_command": self.trainer_command,
+                "trainer_keys": self.trainer_keys,
+            }
+        )
+
+    @property
+    def custom_trainer(self) -> bool:
+        """Whether the study runs the user's trainer (trainer_entry or trainer_command)."""
+        return self.trainer_keys_schema.custom
+
+    def user_trainer_spec(self, cwd: str | Path = ".") -> UserTrainerSpec | None:
+        """What a worker needs to run the user's trainer from `cwd` (None for the built-in one)."""
+        if not self.custom_trainer:
+            return None
+        return UserTrainerSpec(self.trainer_entry, self.trainer_command, str(Path(cwd).resolve()))
+
+    @property
+    def trainer_label(self) -> str:
+        return self.trainer_entry or f"command: {self.trainer_command}"
 
     def trial_count(self) -> int:
         """The trials the study plans, counted without expanding them: variants x scale points x seeds x
@@ -553,8 +691,9 @@ class Study(_Spec):
         scale_point: dict[str, Any],
         params: dict[str, Any],
         seed: int,
-    ) -> TrainConfig:
-        """trainer < inherited < variant patch < scale point < params < seed, validated."""
+    ) -> TrainConfig | UserConfig:
+        """trainer < inherited < variant patch < scale point < params < seed, validated (for a user's
+        trainer: plain values, each one JSON can carry)."""
         if variant not in self.variants:
             raise StudyError(
                 f"{self._where(('variants',))}: no variant {shown(variant)}; known: {', '.join(self.variants)}"
@@ -563,12 +702,32 @@ class Study(_Spec):
         merged: dict[str, Any] = {}
         for _, values, _ in layers:
             merged.update(values)
+        if self.custom_trainer:
+            return self._user_config(merged, layers, variant, scale_point, params)
         try:
             return TrainConfig.model_validate(merged)
         except ValidationError as err:
             context = _context(variant, scale_point, params)
             where = self._where(_blame(err, layers))
             raise StudyError(format_validation_error(err, f"{where}: {context}")) from None
+
+    def _user_config(
+        self,
+        merged: dict[str, Any],
+        layers: list[tuple[Loc, dict[str, Any], bool]],
+        variant: str,
+        point: dict[str, Any],
+        params: dict[str, Any],
+    ) -> UserConfig:
+        for key, value in merged.items():
+            if not _plain_json(value):
+                where = self._where(_key_loc(layers, key))
+                raise StudyError(
+                    f"{where}: {_context(variant, point, params)}: {key} is {shown(value)} "
+                    f"({type(value).__name__}); a trainer key takes numbers, strings, booleans, null, "
+                    "and lists or mappings of them"
+                )
+        return UserConfig(merged, self.trainer_label)
 
     def planned_trial(
         self, variant: str, scale_point: dict[str, Any], params: dict[str, Any], seed: int
@@ -633,12 +792,17 @@ class Study(_Spec):
         params: dict[str, Any],
         seed: int,
         corpora: dict[tuple[str, int | None, int], tuple[str, str] | None],
-    ) -> TrainConfig:
+    ) -> TrainConfig | UserConfig:
         """`trial_config`, with its corpus checked to exist and to fit the vocab_size and seq_len (each
-        combination once, memoized in `corpora`), without building the corpus."""
+        combination once, memoized in `corpora`), without building the corpus. A user's trainer's config
+        is checked against its command template instead."""
+        config = self.trial_config(variant, point, params, seed)
+        if isinstance(config, UserConfig):
+            if self.trainer_command:
+                self._check_command(config, variant, point)
+            return config
         from trainers.data import corpus_problem  # numpy; not needed for --help
 
-        config = self.trial_config(variant, point, params, seed)
         key = (config.corpus, config.vocab_size, config.seq_len)
         if key not in corpora:
             corpora[key] = corpus_problem(*key)
@@ -729,21 +893,62 @@ class Study(_Spec):
             cached = self._positions[name] = (items, table)
         return cached[1].get(_freeze(value))
 
-    @staticmethod
-    def _probe(key: str, spec: SweepSpec) -> Any:
+    def _probe(self, key: str, spec: SweepSpec) -> Any:
         value = spec.probe()
-        if not spec.enumerable and TrainConfig.model_fields[key].annotation in (int, int | None):
+        if not spec.enumerable and self.trainer_keys_schema.number_kind(key) is int:
             value = round(value)
         return value
 
-    def _check_grace(self, config: TrainConfig, variant: str, point: dict[str, Any]) -> None:
-        if self.early_stop is None or self.early_stop.grace_steps < config.total_steps:
+    def _check_grace(self, config: TrainConfig | UserConfig, variant: str, point: dict[str, Any]) -> None:
+        if self.early_stop is None:
             return
         context = ", ".join(x for x in (f"variant {variant}", _describe(point)) if x)
+        steps = total_steps(config)
+        if steps is None:
+            raise StudyError(
+                f"{self._where(('early_stop',))}: {context}: early stopping needs the run's length: give your "
+                "trainer a whole-number config key 'steps' (ASHA compares trials at reported steps)"
+            )
+        if self.early_stop.grace_steps < steps:
+            return
         raise StudyError(
             f"{self._where(('early_stop', 'grace_steps'))}: {context}: grace_steps "
-            f"{self.early_stop.grace_steps} must be smaller than the run's {config.total_steps} steps"
+            f"{self.early_stop.grace_steps} must be smaller than the run's {steps} steps"
         )
+
+    def _check_command(self, config: UserConfig, variant: str, point: dict[str, Any]) -> None:
+        """Every `{key}` of trainer_command must name a key of the trial config."""
+        from sweeper.command_trainer import WHOLE_CONFIG, placeholders
+
+        for key in placeholders(self.trainer_command or ""):
+            if key != WHOLE_CONFIG and key not in config.values:
+                context = ", ".join(x for x in (f"variant {variant}", _describe(point)) if x)
+                known = ", ".join(sorted({*config.values, WHOLE_CONFIG}))
+                raise StudyError(
+                    f"{self._where(('trainer_command',))}: {context}: {{{key}}} names no key of the trial "
+                    f"config{_hint(key, config.values)}; the config has {known}"
+                )
+
+
+def total_steps(config: TrainConfig | UserConfig) -> int | None:
+    """How many steps a trial trains: the built-in config's, or a user's trainer's `steps` key (None when it
+    has none)."""
+    if isinstance(config, TrainConfig):
+        return config.total_steps
+    steps = config.values.get("steps")
+    return steps if isinstance(steps, int) and not isinstance(steps, bool) and steps > 0 else None
+
+
+def _plain_json(value: Any) -> bool:
+    if value is None or isinstance(value, bool | int | str):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return all(_plain_json(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain_json(v) for k, v in value.items())
+    return False
 
 
 def _blame(err: ValidationError, layers: list[tuple[Loc, dict[str, Any], bool]]) -> Loc:

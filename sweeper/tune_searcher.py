@@ -11,14 +11,23 @@ from sweeper.objective import Objective
 from sweeper.search import FINISHED, WAIT, Strategy
 from sweeper.study import group_key
 from sweeper.trainable import METRIC
+from sweeper.user_trainer import UserTrainerSpec
 
 
 class StudySearcher(Searcher):
     """suggest() hands out the strategy's next trial; on_trial_complete() tells it the trial's loss."""
 
-    def __init__(self, strategy: Strategy, objective: Objective, threads: int, ledger: TrialLedger) -> None:
+    def __init__(
+        self,
+        strategy: Strategy,
+        objective: Objective,
+        threads: int,
+        ledger: TrialLedger,
+        trainer: UserTrainerSpec | None = None,
+    ) -> None:
         super().__init__(metric=METRIC, mode="min")
         self.strategy, self.objective, self.threads, self.ledger = strategy, objective, threads, ledger
+        self.trainer = trainer  # the user's trainer; None for the built-in GPT
         self.finished = False
         self.fatal: str | None = None  # the strategy raised: the run stops, the message says why
 
@@ -41,10 +50,11 @@ class StudySearcher(Searcher):
             return None
         self.ledger.issue(trial_id, trial)
         train_config = trial.config.model_dump(mode="json")
-        if not train_config.get("threads"):
+        if self.trainer is None and not train_config.get("threads"):
             train_config["threads"] = self.threads
         return {
             "train_config": train_config,
+            "user_trainer": None if self.trainer is None else self.trainer.as_dict(),
             "trial_key": trial.trial_id,
             "group": repr((trial.variant, group_key(trial.scale))),
             "objective": self.objective.model_dump(),
