@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from sweeper.user_trainer import UserConfig
+from sweeper.user_config import UserConfig
 from trainers.config import TrainConfig
 
 # Keys that say how a trial runs, not which model it trains: they never split a definition.

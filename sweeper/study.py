@@ -32,7 +32,8 @@ from sweeper.errors import StudyError
 from sweeper.identity import definition_fingerprint, trial_id
 from sweeper.objective import Objective
 from sweeper.store import RUN_COLUMNS
-from sweeper.user_trainer import ENTRY, KEY, UserConfig, UserTrainerSpec
+from sweeper.user_config import UserConfig
+from sweeper.user_trainer import ENTRY, KEY, UserTrainerSpec
 from sweeper.yaml_lines import Loc, dotted, line_of, parse_yaml
 from trainers.config import MAX_SEED, MAX_YAML_BYTES, TrainConfig, format_validation_error, shown
 
@@ -546,7 +547,10 @@ class Study(_Spec):
             raise _invalid("give trainer_entry or trainer_command, not both", "trainer_command")
         keys = self.trainer_keys_schema
         if self.inherit is not None:
-            keys.check(self.inherit.keys, "inherit.keys", "inherit", "keys")
+            for i, key in enumerate(self.inherit.keys):
+                problem = keys.problem(key, "inherit.keys")
+                if problem:
+                    raise _invalid(problem, "inherit", "keys", i)
         metric = self.objective.metric
         if not keys.custom:
             if metric not in BUILTIN_METRICS:

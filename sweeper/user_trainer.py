@@ -31,40 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sweeper.user_config import UserConfig  # noqa: F401  (re-exported: the trial config of a user's trainer)
+
 ENTRY = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
 KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 STATUSES = ("completed", "diverged", "failed")
 MAX_MESSAGE = 500  # characters of an error kept in the store's `error` column
-
-
-@dataclass(frozen=True, eq=False)
-class UserConfig:
-    """The resolved config of one trial of a user's trainer: plain values, and which trainer takes them.
-
-    Shaped like `TrainConfig` where the orchestration touches it (`model_dump`, hashable), so plans,
-    ids and fingerprints treat both alike."""
-
-    values: dict[str, Any]
-    trainer: str  # the entry (module:function) or the command template: part of what a trial *is*
-
-    def model_dump(self, **_: Any) -> dict[str, Any]:
-        return json.loads(json.dumps(self.values))
-
-    def identity(self) -> dict[str, Any]:
-        """What names the trial: every value and the trainer ('@' keeps it apart from any config key)."""
-        return {**self.model_dump(), "@trainer": self.trainer}
-
-    def _key(self) -> str:
-        return json.dumps(self.identity(), sort_keys=True)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, UserConfig) and self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.values.get(key, default)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ FOUNDATIONS = {
     "sweeper.identity",
     "sweeper.record",
     "sweeper.store",
+    "sweeper.user_config",
 }
 
 

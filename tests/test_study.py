@@ -303,7 +303,12 @@ BAD = {
         "- -1",
         "sweep.lr.values[1]: variant default, lr=-1: lr=-1: Input should be greater than 0",
     ),
-    "wrong literal": ("name: s\nobjective:\n  metric: loss\n", "metric", "objective.metric: Input should be"),
+    "wrong literal": ("name: s\nobjective:\n  mode: lowest\n", "mode", "objective.mode: Input should be"),
+    "metric the built-in trainer lacks": (
+        "name: s\nobjective:\n  metric: loss\n",
+        "metric",
+        "objective.metric: the built-in trainer reports val_loss and train_loss, not 'loss'",
+    ),
 }
 
 
