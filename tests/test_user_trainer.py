@@ -462,3 +462,30 @@ def test_a_command_trainer_study_runs_on_ray(tmp_path):
     table = pd.read_parquet(tmp_path / "results" / "cmd" / "trials.parquet").sort_values("lr")
     assert list(table["status"]) == ["completed", "completed", "failed", "failed"]
     assert list(table["error"])[3] == "the command exited with status 3: CUDA out of memory"
+
+
+ASHA = """\
+name: own_asha
+trainer_entry: toy_trainer:train
+trainer: {steps: 40}
+scale: {width: [32]}
+sweep: {lr: {loguniform: [0.0001, 0.5]}}
+search: {method: optuna, num_samples: 8, seed: 3}
+early_stop: {method: asha, grace_steps: 10, reduction_factor: 2}
+max_concurrent: 1
+wandb: {mode: offline, project: sweeper-test}
+"""
+
+
+def test_optuna_asha_and_wandb_work_over_a_user_trainer(tmp_path):
+    write(tmp_path, "toy_trainer.py", TOY_TRAINER)
+    path = write(tmp_path, "asha.yaml", ASHA)
+    done = sweeper("run", str(path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = pd.read_parquet(tmp_path / "results" / "own_asha" / "trials.parquet")
+    assert len(table) == 8 and set(table["status"]) <= {"completed", "stopped"}
+    assert "stopped" in set(table["status"])  # ASHA cut the bad learning rates at a reported step
+    stopped = table[table["status"] == "stopped"]
+    assert (stopped["steps_done"] < 40).all() and stopped["best_val_loss"].notna().all()
+    runs = list((tmp_path / "results" / "own_asha" / "wandb").glob("offline-run-*"))
+    assert len(runs) >= 8
