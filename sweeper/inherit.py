@@ -40,6 +40,12 @@ def resolve_inherit(study: Study, results_root: Path) -> dict[str, dict[str, Any
             )
         base = min(rows, key=lambda r: tuple(r[k] for k in record.scale_keys))  # the smallest scale point
         config = json.loads(_best_trial(trials, base, source_variant, record)["config"])
+        missing = [key for key in study.inherit.keys if key not in config]
+        if missing:  # a user's trainer has no defaults: its configs hold only the keys its study set
+            raise StudyError(
+                f"{study.source}: inherit.keys: the best trial of study {study.inherit.study!r} (variant "
+                f"{source_variant!r}) has no key {missing[0]!r}; its config has {', '.join(sorted(config))}"
+            )
         inherited[variant] = {key: config[key] for key in study.inherit.keys}
     return inherited
 

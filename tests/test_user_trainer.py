@@ -444,6 +444,19 @@ def test_a_user_trainer_study_runs_on_ray_and_every_reader_works(tmp_path):
     assert report.returncode == 0, report.stderr[-2000:]
     assert (tmp_path / "results" / "own" / "report" / "best_curves.png").exists()
 
+    # Another study of the same trainer takes the base width's optimum (`inherit:`).
+    heir = "name: heir\ntrainer_entry: toy_trainer:train\ntrainer: {steps: 20}\nscale: {width: [256]}\n"
+    path = write(tmp_path, "heir.yaml", heir + "inherit: {study: own, keys: [lr], variant: plain}\n")
+    plan = sweeper("run", str(path), "--dry-run", cwd=tmp_path)
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    assert "inherited from own: {'default': {'lr': 0.0078125}}" in plan.stdout
+    path = write(tmp_path, "heir.yaml", heir + "inherit: {study: own, keys: [explode], variant: plain}\n")
+    plan = sweeper("run", str(path), cwd=tmp_path)
+    assert (
+        plan.returncode == 2
+        and "the best trial of study 'own' (variant 'plain') has no key 'explode'" in plan.stderr
+    )
+
 
 def test_a_command_trainer_study_runs_on_ray(tmp_path):
     write(tmp_path, "script.py", SCRIPT)
