@@ -138,6 +138,7 @@ def print_params_table(cfg: Any, rows: list[dict[str, Any]], notes: list[str]) -
             _param_value_text(row["lr"]),
             _param_value_text(row["weight_decay"]),
             "tied" if row["tied"] else "",
+            row.get("optimizer", ""),
         )
     stdout_console().print(table)
 

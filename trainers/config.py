@@ -261,12 +261,34 @@ class TrainConfig(BaseModel):
     )
 
     # --- optimization ---
-    optimizer: Literal["adamw", "sgd"] = "adamw"
+    optimizer: Literal["adamw", "sgd", "muon"] = Field(
+        "adamw",
+        description="muon: torch.optim.Muon on the hidden matrices, AdamW on embeddings, readout and vectors",
+    )
+    muon_rule: Literal["original", "match_rms_adamw", "spectral", "none"] = Field(
+        "original",
+        description="Muon's LR factor by matrix shape: sqrt(max(1, fan_out/fan_in)) (original), "
+        "0.2 sqrt(max(fan_out, fan_in)) (match_rms_adamw), sqrt(fan_out/fan_in) (spectral), 1 (none)",
+    )
+    muon_momentum: float = Field(0.95, ge=0, lt=1, description="Muon's (Nesterov) momentum")
+    adam_lr_ratio: float = Field(
+        1.0,
+        gt=0,
+        le=MAX_FACTOR,
+        description="with optimizer muon: the AdamW groups' base LR is lr x this (their width rules apply)",
+    )
     lr: float = Field(3e-3, gt=0, le=MAX_FACTOR, description="peak learning rate of the base model")
     betas: tuple[Beta, Beta] = Field((0.9, 0.95), description="Adam betas, each in [0, 1)")
     momentum: float = Field(0.0, ge=0, lt=1, description="SGD momentum")
     eps: float = Field(1e-8, ge=0, le=MAX_FACTOR)
     weight_decay: float = Field(0.0, ge=0, le=MAX_FACTOR)
+    wd_timescale: float | None = Field(
+        None,
+        gt=0,
+        le=MAX_FACTOR,
+        description="weight decay as AdamW's timescale 1/(lr wd), a fraction of the run: each decayed "
+        "tensor gets wd = 1 / (its peak lr x wd_timescale x steps) (Wang and Aitchison 2025)",
+    )
     grad_clip: float = Field(
         1.0, ge=0, le=MAX_FACTOR, description="clip the global grad norm to this; 0 = off"
     )
@@ -362,6 +384,17 @@ class TrainConfig(BaseModel):
             )
         if self.optimizer == "sgd" and self.eps_mode != "constant":
             raise ValueError(f"eps_mode {self.eps_mode!r} is for adamw; SGD has no eps")
+        if self.optimizer == "muon" and self.alignment is not None:
+            raise ValueError(
+                "optimizer muon uses the classic tables (alignment unset): Everett et al.'s exponents are "
+                "for Adam and SGD"
+            )
+        if self.optimizer == "muon" and self.eps_mode == "atan2":
+            raise ValueError("eps_mode 'atan2' replaces Adam; with optimizer muon use constant or scaled")
+        if self.wd_timescale is not None and self.weight_decay > 0:
+            raise ValueError(
+                "set weight_decay or wd_timescale, not both (wd_timescale derives each tensor's weight decay)"
+            )
         self._check_size()
         return self
 

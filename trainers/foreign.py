@@ -64,7 +64,8 @@ class Parameterization:
                 continue
             group = {"params": [params[plan.name]], "lr": plan.lr, "weight_decay": plan.weight_decay}
             group["name"] = plan.name
-            if self.config.optimizer == "adamw":
+            group["optimizer"] = plan.optimizer  # with optimizer muon: which of the two steps it
+            if plan.optimizer == "adamw":
                 group["eps"] = plan.eps
             groups.append(group)
         return groups

@@ -104,7 +104,26 @@ DEPTH_RULES = {
     "adamw": {"lr": lambda alpha: alpha - 1, "eps": lambda alpha: -alpha},
     "sgd":   {"lr": lambda alpha: 2 * alpha - 1, "eps": lambda alpha: 0.0},
 }
+DEPTH_RULES["muon"] = DEPTH_RULES["adamw"]  # no depth rule of Muon's own is established: Adam's stands in
+
+# --- Muon (optimizer: muon) -------------------------------------------------------------------------------
+# The hidden matrices go to torch.optim.Muon, every other tensor to AdamW with the Adam column above.
+# Muon's update is orthogonalised (every singular value about 1), so its width dependence is carried by
+# a factor of the matrix shape, fan_out x fan_in; the parameterization's own hidden LR exponent is
+# dropped for them (muP's Adam 1/m on top of a shape rule would scale twice: NVIDIA/Megatron-LM#3715).
+# Sources: docs/parameterization-sources.md, section 8.
+MUON_RULES = {
+    "original":        lambda fan_out, fan_in: math.sqrt(max(1.0, fan_out / fan_in)),  # Keller Jordan
+    "match_rms_adamw": lambda fan_out, fan_in: 0.2 * math.sqrt(max(fan_out, fan_in)),  # Moonlight
+    "spectral":        lambda fan_out, fan_in: math.sqrt(fan_out / fan_in),  # Bernstein et al.
+    "none":            lambda fan_out, fan_in: 1.0,
+}
 # fmt: on
+
+
+def uses_muon(cfg: TrainConfig, role: Role, shape: tuple[int, ...]) -> bool:
+    """Whether a tensor is one of Muon's: a hidden matrix, with optimizer muon."""
+    return cfg.optimizer == "muon" and role == "hidden" and len(shape) == 2
 
 EMBED_LR_EXPONENTS = {"constant": 0.0, "inv_sqrt": 0.5, "inv": 1.0, "width": -1.0}
 READOUT_MULT_EXPONENTS = {"inv_width": 1.0, "inv_sqrt_width": 0.5, "inv_sqrt_width_ablation": 0.5}
@@ -113,7 +132,7 @@ READOUT_MULT_EXPONENTS = {"inv_width": 1.0, "inv_sqrt_width": 0.5, "inv_sqrt_wid
 def width_rules(cfg: TrainConfig) -> dict[Role, WidthRule]:
     """The four role rules that `cfg` selects, with its embedding-LR and readout variants applied."""
     if cfg.alignment is None:
-        column = {"adamw": 2, "sgd": 3}[cfg.optimizer]
+        column = {"adamw": 2, "sgd": 3, "muon": 2}[cfg.optimizer]
         rules = {
             role: WidthRule(init=row[0], multiplier=row[1], lr=row[column], grad=row[4])
             for role, row in CLASSIC[cfg.parameterization].items()
@@ -176,6 +195,7 @@ class ParamPlan:
     tied: bool
     eps: float = 0.0  # Adam eps of this parameter's group
     depth_mult: float = 1.0  # m_L for parameters inside blocks, else 1
+    optimizer: str = "adamw"  # which optimizer steps it: adamw, sgd or muon
 
     TABLE_KEYS = (
         "name",
@@ -189,6 +209,7 @@ class ParamPlan:
         "lr",
         "weight_decay",
         "tied",
+        "optimizer",
     )
 
     def as_row(self) -> dict:
@@ -304,11 +325,20 @@ def _plan_one(
     gamma = {"embedding": cfg.gamma_embed, "hidden": cfg.gamma_hidden, "readout": cfg.gamma_readout}.get(
         role, 1.0
     )
-    width_lr_scale = m**-rule.lr
+    muon = uses_muon(cfg, role, shape)
+    if muon:  # the shape rule carries the width dependence (see MUON_RULES)
+        width_lr_scale = MUON_RULES[cfg.muon_rule](shape[0], shape[1])
+        base_lr = cfg.lr
+    else:
+        width_lr_scale = m**-rule.lr
+        base_lr = cfg.lr * (cfg.adam_lr_ratio if cfg.optimizer == "muon" else 1.0)
     lr_scale = width_lr_scale * m_depth ** depth_rule["lr"](alpha)
-    lr = cfg.lr * gamma * lr_scale
+    lr = base_lr * gamma * lr_scale
 
-    if role == "vector" or cfg.weight_decay == 0:
+    if role != "vector" and cfg.wd_timescale is not None:
+        # AdamW's timescale 1/(lr wd) in steps, held at a fraction of the run (Wang and Aitchison 2025).
+        wd = 1.0 / (lr * cfg.wd_timescale * cfg.total_steps)
+    elif role == "vector" or cfg.weight_decay == 0:
         wd = 0.0
     elif cfg.weight_decay_mode == "coupled":
         wd = cfg.weight_decay
@@ -336,8 +366,9 @@ def _plan_one(
         lr=lr,
         weight_decay=wd,
         tied=False,
-        eps=eps,
+        eps=0.0 if muon else eps,
         depth_mult=m_depth,
+        optimizer="muon" if muon else ("sgd" if cfg.optimizer == "sgd" else "adamw"),
     )
 
 

@@ -90,9 +90,9 @@ def train(config: TrainConfig | dict[str, Any], report: Reporter | None = None) 
     batches = Batches(corpus, cfg.batch_size, cfg.seq_len, cfg.seed, device)
     model, plans = build(cfg, corpus.vocab_size)
     model.to(device)
-    optimizer = build_optimizer(model, plans, cfg)
-    forward = torch.compile(model) if cfg.compile else model
     dtype = resolve_dtype(cfg.dtype, device)
+    optimizer = build_optimizer(model, plans, cfg, fp32=dtype != "bf16")
+    forward = torch.compile(model) if cfg.compile else model
     autocast = (
         torch.autocast(device_type=device.type, dtype=torch.bfloat16)
         if dtype == "bf16"
