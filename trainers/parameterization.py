@@ -125,6 +125,7 @@ def uses_muon(cfg: TrainConfig, role: Role, shape: tuple[int, ...]) -> bool:
     """Whether a tensor is one of Muon's: a hidden matrix, with optimizer muon."""
     return cfg.optimizer == "muon" and role == "hidden" and len(shape) == 2
 
+
 EMBED_LR_EXPONENTS = {"constant": 0.0, "inv_sqrt": 0.5, "inv": 1.0, "width": -1.0}
 READOUT_MULT_EXPONENTS = {"inv_width": 1.0, "inv_sqrt_width": 0.5, "inv_sqrt_width_ablation": 0.5}
 

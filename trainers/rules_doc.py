@@ -8,7 +8,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 from trainers.config import TrainConfig
-from trainers.parameterization import ROLES, width_rules
+from trainers.parameterization import MUON_RULES, ROLES, width_rules
 
 FORMS = [
     (
@@ -80,6 +80,20 @@ def render() -> str:
         "factor, as in CompleteP's reference code). With `gpt2`, a baseline without a depth rule already has",
         "depth-muP's effective init, so depth comparisons set `base_depth` or `none` on every variant.",
         "",
+        "## Muon (`optimizer: muon`)",
+        "",
+        "The hidden matrices (the blocks' 2-D weights) are stepped by `torch.optim.Muon`; embeddings, the",
+        "readout and vectors by AdamW with the Adam column above, at `lr x adam_lr_ratio`. A Muon matrix of",
+        "shape fan_out x fan_in gets `lr x` the factor of `muon_rule` in place of the parameterization's",
+        "hidden LR factor (its init and multiplier rules stand):",
+        "",
+        "| muon_rule | LR factor | a 64 x 64 matrix | source |",
+        "|---|---|---|---|",
+        *[
+            f"| {rule} | {formula} | {MUON_RULES[rule](64, 64):g} | {source} |"
+            for rule, formula, source in MUON_RULE_DOCS
+        ],
+        "",
         "## Variants",
         "",
         "- `embed_lr_scaling`: `constant` (x 1), `inv_sqrt` (x m^(-1/2), u-muP), `inv` (x m^-1, scaled like",
@@ -92,6 +106,9 @@ def render() -> str:
         "  width factor, so lr x wd is width-free: the `mup` package, CompleteP's lambda x m_N with no depth",
         "  term), `independent` (wd / peak LR:",
         "  the decay per step is wd x schedule, free of the LR). Biases and gains are never decayed.",
+        "- `wd_timescale` (instead of `weight_decay`): each decayed tensor gets wd = 1 / (its peak LR x",
+        "  wd_timescale x steps), so AdamW's timescale 1/(lr x wd) is that fraction of the run at every width",
+        "  (Wang and Aitchison 2025).",
         "- `eps_mode`: `constant`, `scaled` (x the `grad` factor, and the depth factor), `atan2` (Adam-atan2:",
         "  a x atan2(m, sqrt(v)), a = 1.27, no eps).",
         "- `attn_scale`: `sqrt` (1/sqrt(d_head)) or `linear` (sqrt(d_head0)/d_head, equal at the base; the",
@@ -101,6 +118,14 @@ def render() -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+MUON_RULE_DOCS = (
+    ("original", "sqrt(max(1, fan_out / fan_in))", "Keller Jordan's Muon; torch's default"),
+    ("match_rms_adamw", "0.2 sqrt(max(fan_out, fan_in))", "Moonlight (Liu et al. 2025)"),
+    ("spectral", "sqrt(fan_out / fan_in)", "the spectral condition (Yang, Simon and Bernstein 2023)"),
+    ("none", "1", "no shape factor"),
+)
 
 
 def _config(parameterization: str, alignment: str | None, optimizer: str) -> TrainConfig:
