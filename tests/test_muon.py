@@ -85,8 +85,10 @@ def test_params_rows_name_the_optimizer():
     assert plans_of(width=64)["blocks.0.attn.q.weight"].as_row()["optimizer"] == "adamw"
 
 
-def test_build_optimizer_splits_muon_and_adamw_groups():
-    cfg = TrainConfig(**BASE, width=64, optimizer="muon", weight_decay=0.1, weight_decay_mode="coupled")
+@pytest.mark.parametrize("rule", ["original", "match_rms_adamw", "spectral", "none"])
+def test_build_optimizer_splits_muon_and_adamw_groups(rule):
+    keys = dict(optimizer="muon", muon_rule=rule, weight_decay=0.1, weight_decay_mode="coupled")
+    cfg = TrainConfig(**BASE, width=64, **keys)
     model, plans = build(cfg, 64)
     opt = build_optimizer(model, plans, cfg)
     assert isinstance(opt, OptimizerPair)

@@ -113,9 +113,12 @@ def test_a_shrunken_copy_of_every_cpu_study_runs_end_to_end(tmp_path):
         assert {r["verdict"] for r in rows} <= {"transfers", "shifts", "inconclusive"}, path.name
 
 
-# Keys that change the architecture itself: variants that differ in one of them are different models by
-# design (an ablation rung), and are compared only with the variants that share their architecture.
+# Keys that change the architecture itself, or the optimizer or the form of the swept hyperparameter:
+# variants that differ in one of them differ by design (an ablation rung; Muon against AdamW; coupled
+# against independent weight decay, each at its own optimum), and are compared only with the variants
+# that share them.
 ARCHITECTURE_KEYS = ("norm", "norm_gain", "bias", "tie_embeddings", "mlp_ratio", "head_dim", "n_heads")
+DESIGN_KEYS = (*ARCHITECTURE_KEYS, "optimizer", "muon_rule", "weight_decay_mode")
 
 
 def _base_point_losses(study, base: dict) -> dict[str, tuple]:
@@ -132,7 +135,7 @@ def _base_point_losses(study, base: dict) -> dict[str, tuple]:
             tokens=None,
         )  # fmt: skip
         result = train(small)
-        architecture = tuple(getattr(config, key) for key in ARCHITECTURE_KEYS)
+        architecture = tuple(getattr(config, key) for key in DESIGN_KEYS)
         out[variant] = (architecture, [p["train_loss"] for p in result.history[1:]], result.final_val_loss)
     return out
 

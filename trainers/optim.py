@@ -140,8 +140,10 @@ def build_optimizer(
         for (optimizer, lr, wd, eps), names in grouped.items()
     ]
     if cfg.optimizer == "muon":
-        muon_groups = [g for g in groups if g.pop("optimizer") == "muon"]
-        adam_groups = [g for g in groups if g not in muon_groups]
+        muon_groups = [g for g in groups if g["optimizer"] == "muon"]
+        adam_groups = [g for g in groups if g["optimizer"] != "muon"]
+        for group in groups:
+            del group["optimizer"]
         for group in muon_groups:
             del group["eps"]  # Muon's own eps only guards the normalisation
         pair = []
