@@ -7,7 +7,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ORDER=(lr_width tune_base lr_depth transfer_target everett_width embed_lr_width mup_ablation steps_transfer
-       warmup_width gradclip_width multipliers_width)
+       warmup_width gradclip_width multipliers_width muon_width wd_width wd_timescale_width)
 STUDIES=("${@:-${ORDER[@]}}")
 RESULTS=${RESULTS:-results}
 OUT=$RESULTS/_evidence

@@ -75,7 +75,9 @@ class CommandTrainer:
 
     def __call__(self, config: dict[str, Any], report: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         argv = command_line(self.template, config)
-        env = {**os.environ, "SWEEPER_CONFIG": json.dumps(config, sort_keys=True)}
+        # PYTHONUNBUFFERED: a Python script's points arrive as it prints them, not when its pipe buffer
+        # fills (ASHA judges a trial by the points it has seen).
+        env = {**os.environ, "SWEEPER_CONFIG": json.dumps(config, sort_keys=True), "PYTHONUNBUFFERED": "1"}
         try:
             child = subprocess.Popen(
                 argv,
