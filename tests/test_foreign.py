@@ -302,3 +302,23 @@ def test_the_plan_agrees_with_the_mup_package_on_lr_weight_decay_and_the_readout
             assert ours[name]["weight_decay"] == pytest.approx(their_wd), name
     readout = theirs.heads[0]
     assert ours["heads.0.weight"]["multiplier"] == pytest.approx(readout.output_mult / readout.width_mult())
+
+
+def test_the_plan_builds_its_optimizer_muon_included():
+    from trainers.optim import Muon, OptimizerPair
+
+    model = TinyLM(64)
+    p = parameterize(
+        model, base=TinyLM(32), parameterization="mup", lr=0.01, optimizer="muon", muon_rule="spectral"
+    )
+    opt = p.optimizer()
+    assert isinstance(opt, OptimizerPair) and isinstance(opt.optimizers[0], Muon)
+    stepped = {id(t) for o in opt.optimizers for g in o.param_groups for t in g["params"]}
+    assert stepped == {id(t) for t in model.parameters()}
+    muon_names = {n for g in opt.optimizers[0].param_groups for n in g["names"]}
+    assert muon_names == {r["name"] for r in p.rows if r["optimizer"] == "muon"} and muon_names
+    idx = torch.randint(0, VOCAB, (2, 8))
+    before = [t.detach().clone() for t in model.parameters()]
+    torch.nn.functional.cross_entropy(model(idx).reshape(-1, VOCAB), idx.reshape(-1)).backward()
+    opt.step()
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

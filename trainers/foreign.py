@@ -70,6 +70,15 @@ class Parameterization:
             groups.append(group)
         return groups
 
+    def optimizer(self, fp32: bool = True) -> Any:
+        """The optimizer the keys ask for, over `param_groups`: AdamW (or Adam-atan2), SGD, or for
+        `optimizer="muon"` a `trainers.optim.OptimizerPair` of Muon (hidden matrices) and AdamW (the rest),
+        whose `.optimizers` each take a torch LR scheduler. `fp32`: the model trains in float32 (Muon
+        orthogonalises in float32 then; torch's own iteration is bf16)."""
+        from trainers.optim import build_optimizer
+
+        return build_optimizer(self.model, self.plans, self.config, fp32=fp32)
+
     @torch.no_grad()
     def init_(self, seed: int | None = None) -> None:
         """Draw every weight matrix from N(0, init_std^2) of its plan (each tensor its own seeded stream);
@@ -377,10 +386,8 @@ def coord_check_model(
     )
 
 
-def _optimizer(p: Parameterization) -> torch.optim.Optimizer:
-    if p.config.optimizer == "sgd":
-        return torch.optim.SGD(p.param_groups)
-    return torch.optim.AdamW(p.param_groups, betas=tuple(p.config.betas))
+def _optimizer(p: Parameterization) -> Any:
+    return p.optimizer()
 
 
 def _record_outputs(model: nn.Module, p: Parameterization, record: dict[str, list[float]]) -> list[Any]:
