@@ -215,3 +215,38 @@ def test_a_scale_point_where_every_setting_diverged_has_no_best_and_no_drift():
     assert row["drift_octaves"] is None and row["regret_rel"] is None
     assert row["optimum_log2"][-1] is None and row["all_diverged"] == [False, False, True]
     assert any("diverged: no optimum there" in reason for reason in row["reasons"])
+
+
+def test_two_swept_keys_each_get_their_optimum_profiled_over_the_other():
+    """lr's optimum falls half an octave per doubling, weight decay's rises an octave; with a cross term
+    in the bowl, each key's optimum is where the loss, minimised over the other key, is lowest."""
+    from sweeper.analysis import verify_rows
+
+    rows = []
+    for width in (64, 128, 256):
+        lr_best, wd_best = -7 - 0.5 * math.log2(width / 64), -4 + math.log2(width / 64)
+        for k in [x / 2 for x in range(-24, -7)]:
+            for j in range(-10, 3):
+                for seed in (0, 1):
+                    a, b = k - lr_best, j - wd_best
+                    loss = 3.0 + 0.1 * a * a + 0.05 * b * b + 0.06 * a * b + 0.001 * seed
+                    swept = {"lr": 2.0**k, "weight_decay": 2.0**j}
+                    rows.append(
+                        {
+                            "trial_id": f"{width}-{k}-{j}-{seed}",
+                            "variant": "mup",
+                            "width": width,
+                            "scale_point": f"width={width}",
+                            "seed": seed,
+                            "swept": json.dumps(swept, sort_keys=True),
+                            **swept,
+                            "status": "completed",
+                            "objective": loss,
+                        }
+                    )
+    spec = {"scale_keys": ["width"], "swept_keys": ["lr", "weight_decay"], "objective": {"mode": "min"}}
+    verdicts = {row["hparam"]: row for row in verify_rows(pd.DataFrame(rows), spec, samples=50)}
+    assert set(verdicts) == {"lr", "weight_decay"}
+    assert verdicts["lr"]["alpha"] == pytest.approx(-0.5, abs=0.1)
+    assert verdicts["weight_decay"]["alpha"] == pytest.approx(1.0, abs=0.1)
+    assert verdicts["lr"]["verdict"] == verdicts["weight_decay"]["verdict"] == "shifts"
