@@ -145,7 +145,10 @@ def read_config(config: Path | None, sets: list[str] | None, defaults: dict[str,
 
 @app.command()
 def train(config: ConfigOption = None, set_: SetOption = None, json_out: JsonOption = False) -> None:
-    """Train one model from a config (no Ray): the way to debug a single trial by hand."""
+    """Train one model from a config (no Ray): the way to debug a single trial by hand.
+
+    `sweeper keys` lists every config key with its default and allowed values (dtype, device, optimizer,
+    parameterization, ...)."""
     with user_errors():
         cfg = read_config(config, set_)
         from sweeper.display import TrainProgress
@@ -167,7 +170,8 @@ def params(config: ConfigOption = None, set_: SetOption = None, json_out: JsonOp
     """The per-parameter table: role, shape, init std, multiplier, effective LR and weight decay.
 
     It is the same plan the trainer initialises and optimises with. --json prints a list of objects with
-    the keys name, role, shape, fan_in, fan_out, width_mult, init_std, multiplier, lr, weight_decay, tied.
+    the keys name, role, shape, fan_in, fan_out, width_mult, init_std, multiplier, lr, weight_decay, tied,
+    optimizer. `sweeper keys` lists the config keys.
     """
     with user_errors():
         cfg = read_config(config, set_)
@@ -386,16 +390,29 @@ def status(
     """Trial counts by status, and how many the study plans.
 
     --json: {"study", "planned", "completed", "diverged", "stopped", "failed", "total",
-    "current_definition", "older_definitions"}. Trials of an older definition of their variant (say,
+    "current_definition", "older_definitions", "wandb_offline_runs", "wandb_dir"}. Trials of an older definition of their variant (say,
     before `trainer.steps` changed) stay in the store, but no analysis uses them.
     """
     with user_errors():
         store = open_store(results, study)
         counts = store.status_counts()
+        runs = sorted((store.dir / "wandb").glob("offline-run-*"))
     if json_out:
-        print_json(counts)
+        print_json(
+            {
+                **counts,
+                "wandb_offline_runs": len(runs),
+                "wandb_dir": str(store.dir / "wandb") if runs else None,
+            }
+        )
         return
     typer.echo("  ".join(f"{k} {v if v is not None else '-'}" for k, v in counts.items()))
+    if runs:
+        where = store.dir / "wandb"
+        typer.echo(
+            f"W&B: {len(runs)} offline runs in {where}; upload them with `wandb sync {where}/offline-run-*`, "
+            f"or see the figures without a server: sweeper report --study {study} --results {results}"
+        )
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -580,6 +597,24 @@ def list_studies(results: ResultsOption = Path("results"), json_out: JsonOption 
             f"diverged, {row['stopped']} stopped, {row['failed']} failed), planned {row['planned'] or '-'}"
             + (f"; {row['error']}" if row.get("error") else "")
         )
+
+
+@app.command()
+def keys(json_out: JsonOption = False) -> None:
+    """Every trainer config key with its default, allowed values and meaning (from the code's schema).
+
+    These are the keys of `--set`, `--config` files and a study's trainer, variants, scale and sweep.
+    --json: a list of {"key", "default", "allowed", "description"}.
+    """
+    from trainers.config import key_rows
+
+    rows = key_rows()
+    if json_out:
+        print_json(rows)
+        return
+    from sweeper.display import print_key_table
+
+    print_key_table(rows)
 
 
 @app.command()

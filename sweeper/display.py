@@ -396,3 +396,16 @@ def print_extrapolation(rows: list[dict[str, Any]]) -> None:
             f"{row['variant']}: {where}: {row['value']:.3g} (90% interval {lo:.3g} .. {hi:.3g}); "
             f"alpha {row['alpha']:+.2f}, verdict {row['verdict']}"
         )
+
+
+def print_key_table(rows: list[dict[str, Any]]) -> None:
+    """`sweeper keys`: one row per trainer config key."""
+    table = Table(title="trainer config keys (--set key=value, a --config file, or a study)")
+    for column in ("key", "default", "allowed", "description"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        default = row["default"]
+        table.add_row(
+            row["key"], "-" if default is None else str(default), row["allowed"], row["description"]
+        )
+    stdout_console().print(table)

@@ -138,3 +138,17 @@ def test_rules_page_is_generated_from_the_code():
         "regenerate: python -m trainers.rules_doc > docs/parameterizations.md"
     )
     assert "| hidden | m^(-1/2) | 1 | m^-1 | 1 | m^-1 |" in render()  # classic muP's hidden row
+
+
+def test_keys_lists_every_config_key_with_its_default_and_allowed_values():
+    done = run("keys", "--json")
+    assert done.returncode == 0, done.stderr
+    rows = {row["key"]: row for row in json.loads(done.stdout)}
+    assert set(rows) == set(TrainConfig.model_fields)
+    assert rows["dtype"]["default"] == "fp32" and rows["dtype"]["allowed"] == "fp32 | bf16 | auto"
+    assert rows["optimizer"]["allowed"] == "adamw | sgd | muon"
+    assert rows["lr"]["allowed"] == "float (> 0, <= 1e+06)" and rows["lr"]["default"] == 3e-3
+    assert rows["base_width"]["default"] is None and rows["base_width"]["allowed"].startswith("int | null")
+    table = run("keys")
+    assert table.returncode == 0 and "muon_rule" in table.stdout and "match_rms_adamw" in table.stdout
+    assert "sweeper keys" in run("train", "--help").stdout

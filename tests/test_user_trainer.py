@@ -502,3 +502,10 @@ def test_optuna_asha_and_wandb_work_over_a_user_trainer(tmp_path):
     assert (stopped["steps_done"] < 40).all() and stopped["best_val_loss"].notna().all()
     runs = list((tmp_path / "results" / "own_asha" / "wandb").glob("offline-run-*"))
     assert len(runs) >= 8
+    status = sweeper("status", "--study", "own_asha", cwd=tmp_path)
+    assert (
+        f"W&B: {len(runs)} offline runs in results/own_asha/wandb; upload them with `wandb sync"
+        in status.stdout
+    )
+    counts = json.loads(sweeper("status", "--study", "own_asha", "--json", cwd=tmp_path).stdout)
+    assert counts["wandb_offline_runs"] == len(runs) and counts["total"] == 8

@@ -10,7 +10,7 @@ import math
 import re
 import reprlib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -599,3 +599,39 @@ def build_config(
     if overrides:
         source = f"{source} + --set" if config_file is not None else "--set"
     return TrainConfig.from_dict(values, source=source)
+
+
+def key_rows() -> list[dict[str, Any]]:
+    """Every TrainConfig key with its default, what it allows and what it does, read from the schema
+    itself (so `sweeper keys` never drifts from the code)."""
+    rows = []
+    for name, field in TrainConfig.model_fields.items():
+        rows.append(
+            {
+                "key": name,
+                "default": field.get_default(call_default_factory=True),
+                "allowed": _allowed(field),
+                "description": field.description or "",
+            }
+        )
+    return rows
+
+
+def _allowed(field: Any) -> str:
+    """The field's values as a reader wants them: its literals, or its type with its bounds."""
+    annotation = field.annotation
+    args = [a for a in get_args(annotation) if a is not type(None)] or [annotation]
+    literals = [v for a in args if get_origin(a) is Literal for v in get_args(a)]
+    if literals:
+        text = " | ".join(str(v) for v in literals)
+    else:
+        text = " | ".join(getattr(a, "__name__", str(a)).replace("typing.", "") for a in args)
+    bounds = []
+    for item in field.metadata:
+        for attr, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            value = getattr(item, attr, None)
+            if value is not None:
+                bounds.append(f"{sign} {value:g}" if isinstance(value, float) else f"{sign} {value}")
+    if type(None) in get_args(annotation):
+        text += " | null"
+    return text + (f" ({', '.join(bounds)})" if bounds else "")
