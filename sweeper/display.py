@@ -216,14 +216,24 @@ class StudyDisplay:
         table.add_column("scale point")
         table.add_column("objective", justify="right")
         table.add_column("setting")
+        variants = list(getattr(self.study, "variants", {}) or {})
         for (variant, point), (_, best) in sorted(
-            progress.best.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))
+            progress.best.items(), key=lambda kv: _row_order(kv[0], variants)
         ):
             setting = ", ".join(f"{k}={_short(v)}" for k, v in best.items() if k != "objective")
             table.add_row(
                 variant, ", ".join(f"{k}={v}" for k, v in point), f"{best['objective']:.4f}", setting
             )
         return Group(line, table)
+
+
+def _row_order(key: tuple, variants: list[str]) -> tuple:
+    """Variants in the study's order, then scale points by their values as numbers (width=32 before
+    width=128), strings after numbers."""
+    variant, point = key
+    rank = variants.index(variant) if variant in variants else len(variants)
+    values = tuple((0, float(v), "") if isinstance(v, int | float) else (1, 0.0, str(v)) for _, v in point)
+    return (rank, variant, values)
 
 
 def _duration(seconds: float) -> str:

@@ -194,3 +194,16 @@ def test_a_target_is_a_finite_positive_number_and_json_stays_valid(results):
     assert far.exit_code == 2  # (no study.json): the refusal comes first
     result = invoke("best", "--study", "diverged", "--results", str(results), "--width", "1e300", "--json")
     assert result.exit_code == 0 and isinstance(assert_valid_json(result.stdout), list)
+
+
+def test_the_live_best_table_sorts_scale_points_as_numbers_and_variants_in_study_order():
+    from sweeper.display import _row_order
+
+    keys = [
+        ("sp", (("width", 128),)),
+        ("mup", (("width", 32),)),
+        ("sp", (("width", 32),)),
+        ("sp", (("width", 1024),)),
+    ]
+    ordered = sorted(keys, key=lambda k: _row_order(k, ["sp", "mup"]))
+    assert ordered == [keys[2], keys[0], keys[3], keys[1]]
