@@ -504,6 +504,12 @@ def verify(
     "leave_largest_out_error_octaves", "basin_width_octaves", "penalty_2x", "penalty_4x", "at").
     A scale where every value diverged has no optimum: its "optimum_log2" is null ("all_diverged" true
     there), and "drift_octaves" is null when it is the smallest or the largest.
+
+    A study with two or more scale axes also gets the joint law log2 h* = a + sum_k alpha_k log2 s_k of
+    each variant and swept key over all its axes, on every row: "axes", "alphas" {axis: exponent},
+    "alphas_ci" {axis: [lo, hi]}, "joint_verdicts" {axis: verdict}, "joint_fit_rms_octaves",
+    "leave_corner_out_error_octaves", "joint_points", "joint_optimum_log2", "joint_bracketed",
+    "joint_notes". "alpha" stays the one-axis exponent along --axis.
     """
     from trainers.config import ConfigError
 
@@ -518,9 +524,10 @@ def verify(
                 f"{', '.join(record.scale_keys) or 'none'}"
             )
         from sweeper.analysis import verify_rows
+        from sweeper.joint import with_joint_fits
 
         trials = store.current_trials()
-        rows = verify_rows(trials, record, axis=axis, tol=tol)
+        rows = with_joint_fits(verify_rows(trials, record, axis=axis, tol=tol), trials, record, tol)
         empty = nothing_finished(store, trials) if not rows else None
     if json_out:
         print_json(rows)

@@ -341,6 +341,7 @@ VERDICT_STYLE = {"transfers": "bold green", "shifts": "bold red", "inconclusive"
 
 def print_verify(rows: list[dict[str, Any]]) -> None:
     console = stdout_console()
+    laws_shown: set[tuple] = set()  # a multi-axis study's joint law, printed once per variant and key
     for row in rows:
         at = ", ".join(f"{k}={v}" for k, v in row["at"].items())
         head = (
@@ -383,6 +384,20 @@ def print_verify(rows: list[dict[str, Any]]) -> None:
                     else ""
                 )
             )
+        law = (row["variant"], row["hparam"])
+        if law in laws_shown:
+            pass
+        elif row.get("alphas"):
+            parts = [
+                f"{axis} {alpha:+.2f} [{row['alphas_ci'][axis][0]:+.2f}, {row['alphas_ci'][axis][1]:+.2f}] "
+                f"{row['joint_verdicts'][axis]}"
+                for axis, alpha in row["alphas"].items()
+            ]
+            console.print(f"  joint law over {' x '.join(row['axes'])}: " + "; ".join(parts))
+        elif row.get("joint_notes"):
+            console.print(f"  joint law over {' x '.join(row['axes'])}: {row['joint_notes'][0]}")
+        if "axes" in row:
+            laws_shown.add(law)
         for reason in row["reasons"]:
             console.print(f"  - {reason}")
         console.print()
