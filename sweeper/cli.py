@@ -430,17 +430,25 @@ def best(
 
     With a target scale (any scale key, e.g. --width 4096), the optimum extrapolated there from the
     power-law fit of the study's optima, with its 90% interval: --json gives a list of {"variant", "axis",
-    "target", "hparam", "value", "interval": [lo, hi], "alpha", "alpha_ci", "verdict"}.
+    "target", "hparam", "value", "interval": [lo, hi], "alpha", "alpha_ci", "verdict"}. A study with
+    several scale axes takes any combination (--width 4096 --tokens 2e9; an axis left out is held at its
+    largest measured value) and predicts from the joint law over all of them: each object also has
+    "targets" {axis: value}, "alphas", "alphas_ci" and "warning" (set when a target lies more than 4x
+    beyond the measured range of its axis); "axis", "target", "alpha" are the first target's.
     """
     with user_errors():
         store = open_store(results, study)
         record = store.required_record()
         target = parse_target(ctx.args, record.scale_keys)
         trials = store.current_trials()
-        if target is not None:
+        if target is not None and len(record.scale_keys) > 1:
+            from sweeper.joint import joint_extrapolation_rows
+
+            rows = joint_extrapolation_rows(trials, record, target)
+        elif target is not None:
             from sweeper.analysis import extrapolation_rows
 
-            rows = extrapolation_rows(trials, record, *target)
+            rows = extrapolation_rows(trials, record, *next(iter(target.items())))
         else:
             from sweeper.analysis import optimum_table
 
@@ -460,28 +468,33 @@ def best(
         print_best_table(rows, record.scale_keys)
 
 
-def parse_target(args: list[str], scale_keys: list[str]) -> tuple[str, float] | None:
-    """`--width 4096` (any scale key) from the extra arguments of `best`."""
+def parse_target(args: list[str], scale_keys: list[str]) -> dict[str, float] | None:
+    """`--width 4096 --tokens 2e9` (any scale keys) from the extra arguments of `best`."""
     from trainers.config import ConfigError
 
     if not args:
         return None
-    if len(args) != 2 or not args[0].startswith("--"):
+    if len(args) % 2 or not all(a.startswith("--") for a in args[::2]):
         raise ConfigError(
-            f"unexpected arguments {' '.join(args)!r}; a target is one scale key, e.g. --width 4096"
+            f"unexpected arguments {' '.join(args)!r}; a target is scale keys with values, e.g. --width 4096"
         )
-    axis = args[0][2:].replace("-", "_")
-    if axis not in scale_keys:
-        raise ConfigError(
-            f"--{axis}: not a scale axis of this study; its axes: {', '.join(scale_keys) or 'none'}"
-        )
-    try:
-        value = float(args[1])
-    except ValueError:
-        raise ConfigError(f"--{axis} {args[1]!r}: expected a number") from None
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"--{axis} {args[1]}: a target must be a finite positive number")
-    return axis, value
+    targets: dict[str, float] = {}
+    for flag, text in zip(args[::2], args[1::2], strict=True):
+        axis = flag[2:].replace("-", "_")
+        if axis not in scale_keys:
+            raise ConfigError(
+                f"--{axis}: not a scale axis of this study; its axes: {', '.join(scale_keys) or 'none'}"
+            )
+        if axis in targets:
+            raise ConfigError(f"--{axis} given twice")
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(f"--{axis} {text!r}: expected a number") from None
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"--{axis} {text}: a target must be a finite positive number")
+        targets[axis] = value
+    return targets
 
 
 @app.command()

@@ -406,7 +406,8 @@ def print_verify(rows: list[dict[str, Any]]) -> None:
 def print_extrapolation(rows: list[dict[str, Any]]) -> None:
     """`sweeper best --<axis> <target>`: one line per variant and swept key."""
     for row in rows:
-        where = f"{row['hparam']} at {row['axis']}={row['target']:g}"
+        targets = row.get("targets") or {row["axis"]: row["target"]}
+        where = f"{row['hparam']} at " + ", ".join(f"{k}={v:g}" for k, v in targets.items())
         if row["value"] is None and row["alpha"] is not None:
             print(
                 f"{row['variant']}: {where}: out of floating-point range (alpha {row['alpha']:+.2f}, "
@@ -417,10 +418,16 @@ def print_extrapolation(rows: list[dict[str, Any]]) -> None:
             print(f"{row['variant']}: {where}: no fit ({'; '.join(row['reasons'])})")
             continue
         lo, hi = row["interval"] or (row["value"], row["value"])
-        print(
-            f"{row['variant']}: {where}: {row['value']:.3g} (90% interval {lo:.3g} .. {hi:.3g}); "
-            f"alpha {row['alpha']:+.2f}, verdict {row['verdict']}"
-        )
+        if row.get("alphas"):
+            law = ", ".join(f"alpha_{k} {v:+.2f}" for k, v in row["alphas"].items())
+            print(f"{row['variant']}: {where}: {row['value']:.3g} (90% interval {lo:.3g} .. {hi:.3g}); {law}")
+        else:
+            print(
+                f"{row['variant']}: {where}: {row['value']:.3g} (90% interval {lo:.3g} .. {hi:.3g}); "
+                f"alpha {row['alpha']:+.2f}, verdict {row['verdict']}"
+            )
+        if row.get("warning"):
+            print(f"  warning: {row['warning']}")
 
 
 def print_key_table(rows: list[dict[str, Any]]) -> None:

@@ -45,6 +45,7 @@ class JointFit:
     fit_rms: float | None = None
     corner_error: float | None = None  # predicted minus measured log2 optimum at the largest corner
     notes: list[str] = field(default_factory=list)
+    refits: np.ndarray | None = None  # (samples, 1 + axes) bootstrap coefficients
 
     def verdicts(self, tol: float = 0.25) -> dict[str, str]:
         """Per axis: transfers (its interval within ±tol), shifts (entirely outside), else inconclusive."""
@@ -131,6 +132,7 @@ def joint_fit(
     else:  # one seed and no noise estimate: resample the residuals
         ys = (design @ coef) + rng.choice(residuals, (samples, len(residuals)), replace=True)
     refits = np.linalg.lstsq(design, ys.T, rcond=None)[0].T  # (samples, 1 + axes)
+    fit.refits = refits
     fit.alphas_ci = {
         axis: [float(np.percentile(refits[:, j + 1], 5)), float(np.percentile(refits[:, j + 1], 95))]
         for j, axis in enumerate(axes)
@@ -173,3 +175,70 @@ def with_joint_fits(
             fits[key] = joint_fit(trials, *key[:1], axes, key[1], record.objective.mode, samples=samples)
         row.update(joint_keys(fits[key], tol))
     return rows
+
+
+BEYOND = 4.0  # a target more than this factor outside an axis's measured range gets a warning
+
+
+def joint_extrapolation_rows(
+    trials: pd.DataFrame, record: Any, targets: dict[str, float], samples: int = BOOTSTRAP_SAMPLES
+) -> list[dict[str, Any]]:
+    """`sweeper best --width W --tokens T --json` on a multi-axis study: per variant and swept key, the
+    optimum the joint law predicts at the target (axes not given: their largest measured value), with
+    the 90% interval of the bootstrap refits' predictions."""
+    from sweeper.analysis import pow2
+
+    axes = list(record.scale_keys)
+    rows: list[dict[str, Any]] = []
+    if counted_trials(trials, *axes).empty:
+        return rows
+    first = next(iter(targets))
+    for variant in dict.fromkeys(trials["variant"]):
+        for hparam in record.swept_keys:
+            fit = joint_fit(trials, variant, axes, hparam, record.objective.mode, samples=samples)
+            measured = {a: [p[i] for p in fit.points] for i, a in enumerate(axes)}
+            point = {a: targets.get(a, max(measured[a]) if measured[a] else math.nan) for a in axes}
+            row: dict[str, Any] = {
+                "variant": variant,
+                "axis": first,
+                "target": targets[first],
+                "targets": point,
+                "hparam": hparam,
+                "value": None,
+                "interval": None,
+                "alpha": None if fit.alphas is None else fit.alphas[first],
+                "alpha_ci": None if fit.alphas_ci is None else fit.alphas_ci[first],
+                "alphas": fit.alphas,
+                "alphas_ci": fit.alphas_ci,
+                "verdict": fit.verdicts()[first],
+                "reasons": list(fit.notes),
+                "warning": _beyond(point, measured),
+            }
+            centre = fit.predict(point)
+            if centre is not None and fit.refits is not None:
+                x = np.array([1.0, *(math.log2(point[a]) for a in axes)])
+                draws = fit.refits @ x
+                row["value"] = pow2(centre)
+                row["interval"] = [
+                    pow2(float(np.percentile(draws, 5))),
+                    pow2(float(np.percentile(draws, 95))),
+                ]
+                if not all(map(math.isfinite, [row["value"], *row["interval"]])):
+                    row["value"] = row["value"] if math.isfinite(row["value"]) else None
+                    row["interval"] = None
+            rows.append(row)
+    return rows
+
+
+def _beyond(point: dict[str, float], measured: dict[str, list[float]]) -> str | None:
+    far = []
+    for axis, value in point.items():
+        values = measured.get(axis) or []
+        if not values:
+            continue
+        lo, hi = min(values), max(values)
+        if value > hi * BEYOND or value < lo / BEYOND:
+            far.append(
+                f"{axis}={value:g} is {max(value / hi, lo / value):.0f}x beyond the measured {lo:g}..{hi:g}"
+            )
+    return "; ".join(far) + ": a long extrapolation, check the law there" if far else None

@@ -111,7 +111,7 @@ BAD = [
     (["best", "--study", "s", "--results", "{R}", "--width", "inf", "--json"], "finite positive"),
     (["best", "--study", "s", "--results", "{R}", "--width", "-1"], "finite positive"),
     (["best", "--study", "s", "--results", "{R}", "--width", "0"], "finite positive"),
-    (["best", "--study", "s", "--results", "{R}", "--width"], "a target is one scale key"),
+    (["best", "--study", "s", "--results", "{R}", "--width"], "a target is scale keys with values"),
     (["best", "--study", "s", "--results", "{R}", "--depth", "8"], "not a scale axis"),
     (["verify", "--study", "s", "--results", "{R}", "--tol", "-1"], "--tol"),
     (["verify", "--study", "s", "--results", "{R}", "--axis", "depth"], "not a scale axis"),

@@ -142,3 +142,18 @@ def test_verify_and_its_json_give_the_joint_law_of_a_real_study(tmp_path):
         [*run, "verify", "--study", "law"], cwd=tmp_path, capture_output=True, text=True
     ).stdout
     assert text.count("joint law over width x tokens:") == 1 and "shifts" in text
+
+    best = [*run, "best", "--study", "law", "--width", "1024", "--tokens", "8e6"]
+    out = subprocess.run([*best, "--json"], cwd=tmp_path, capture_output=True, text=True).stdout
+    row = json.loads(out)[0]
+    assert row["targets"] == {"width": 1024.0, "tokens": 8e6}
+    assert row["axis"] == "width" and row["target"] == 1024
+    assert math.log2(row["value"]) == pytest.approx(law(1024, 8e6), abs=0.3)
+    lo, hi = row["interval"]
+    assert lo < row["value"] < hi and row["warning"] is None
+    far = subprocess.run([*best[:6], "--tokens", "1e9"], cwd=tmp_path, capture_output=True, text=True)
+    assert "lr at width=256, tokens=1e+09" in far.stdout  # width left out: its largest measured value
+    assert "warning: tokens=1e+09 is 250x beyond the measured 1e+06..4e+06" in far.stdout
+    twice = [*best[:6], "--width", "64", "--width", "128"]
+    bad = subprocess.run(twice, cwd=tmp_path, capture_output=True, text=True)
+    assert bad.returncode == 2 and "--width given twice" in bad.stderr
