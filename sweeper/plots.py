@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -335,6 +336,107 @@ def plot_best_loss_vs_scale(verify: list[dict], path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     _legend(ax, fontsize=8)
     ax.set_title("Best loss against scale", fontsize=10)
+    fig.tight_layout()
+    plt.close(fig)
+    return _save(fig, path)
+
+
+def plot_joint_optimum(row: dict, path: str | Path) -> Path:
+    """The optimum over the first two scale axes of a joint law: each measured point coloured by its log2
+    optimum (open: not bracketed), and the fitted plane's contours (other axes at their largest value)."""
+    import numpy as np
+
+    plt = _pyplot()
+    axes = row["axes"]
+    points = np.array(row["joint_points"], dtype=float)
+    optima = np.array([np.nan if y is None else y for y in row["joint_optimum_log2"]], dtype=float)
+    bracketed = np.array(row["joint_bracketed"], dtype=bool)
+    x, y = np.log2(points[:, 0]), np.log2(points[:, 1])
+    fig, ax = plt.subplots(figsize=(5.6, 4.4))
+    finite = np.isfinite(optima)
+    lo, hi = (np.nanmin(optima), np.nanmax(optima)) if finite.any() else (0.0, 1.0)
+    if row.get("alphas"):
+        gx, gy = np.meshgrid(
+            np.linspace(x.min() - 0.3, x.max() + 0.3, 40), np.linspace(y.min() - 0.3, y.max() + 0.3, 40)
+        )
+        rest = sum(row["alphas"][a] * np.log2(points[:, i].max()) for i, a in enumerate(axes) if i > 1)
+        intercept = np.nanmean(optima[bracketed] - _plane(row, points[bracketed]))
+        plane = intercept + row["alphas"][axes[0]] * gx + row["alphas"][axes[1]] * gy + rest
+        lines = ax.contour(2**gx, 2**gy, plane, levels=8, colors="grey", linewidths=0.8)
+        ax.clabel(lines, fmt=lambda v: f"2^{v:.1f}", fontsize=7)
+    sc = ax.scatter(
+        2 ** x[bracketed], 2 ** y[bracketed], c=optima[bracketed], cmap="viridis", vmin=lo, vmax=hi, s=70
+    )
+    ax.scatter(
+        2 ** x[~bracketed],
+        2 ** y[~bracketed],
+        facecolors="none",
+        edgecolors="red",
+        s=70,
+        label="not bracketed",
+    )
+    fig.colorbar(sc, ax=ax, label=f"log2 optimal {row['hparam']}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
+    ax.set_xlim(2 ** (x.min() - 0.3), 2 ** (x.max() + 0.3))  # room for the markers on the edges
+    ax.set_ylim(2 ** (y.min() - 0.3), 2 ** (y.max() + 0.3))
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
+    if row.get("alphas"):
+        law = ", ".join(f"{a} {row['alphas'][a]:+.2f}" for a in axes)
+        ax.set_title(f"{row['variant']}: {row['hparam']} optimum; fitted exponents {law}", fontsize=9)
+    else:
+        ax.set_title(f"{row['variant']}: {row['hparam']} optimum (no joint fit)", fontsize=9)
+    if (~bracketed).any():
+        _legend(ax, fontsize=7, loc="best")
+    fig.tight_layout()
+    plt.close(fig)
+    return _save(fig, path)
+
+
+def _plane(row: dict, points):
+    """sum_k alpha_k log2 s_k at each point (the law without its intercept)."""
+    import numpy as np
+
+    return sum(row["alphas"][a] * np.log2(points[:, i]) for i, a in enumerate(row["axes"]))
+
+
+def plot_joint_check(rows: list[dict], path: str | Path) -> Path:
+    """Measured against predicted log2 optimum at every bracketed point of each joint law, with the
+    leave-one-corner-out prediction of the largest corner marked."""
+    import numpy as np
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.0, 4.6))
+    colours = plt.get_cmap("tab10")
+    low, high = math.inf, -math.inf
+    for i, row in enumerate(r for r in rows if r.get("alphas")):
+        points = np.array(row["joint_points"], dtype=float)
+        optima = np.array([np.nan if y is None else y for y in row["joint_optimum_log2"]], dtype=float)
+        keep = np.array(row["joint_bracketed"], dtype=bool) & np.isfinite(optima)
+        plane = _plane(row, points[keep])
+        predicted = np.mean(optima[keep] - plane) + plane
+        ax.plot(
+            predicted, optima[keep], "o", color=colours(i % 10), label=f"{row['variant']} ({row['hparam']})"
+        )
+        error = row.get("leave_corner_out_error_octaves")
+        if error is not None:
+            corner = int(np.argmax(points[keep].sum(axis=1)))
+            measured = optima[keep][corner]
+            ax.plot(measured + error, measured, "*", ms=13, mfc="none", color=colours(i % 10))
+        low, high = (
+            min(low, predicted.min(), optima[keep].min()),
+            max(high, predicted.max(), optima[keep].max()),
+        )
+    if math.isfinite(low):
+        ax.plot([low - 0.5, high + 0.5], [low - 0.5, high + 0.5], "--", color="grey", linewidth=0.8)
+    ax.set_xlabel("predicted log2 optimum (joint law)")
+    ax.set_ylabel("measured log2 optimum")
+    ax.set_title(
+        "Joint law: measured against predicted\n(star: the largest corner, predicted without it)", fontsize=9
+    )
+    ax.grid(alpha=0.3)
+    _legend(ax, fontsize=7, loc="best")
     fig.tight_layout()
     plt.close(fig)
     return _save(fig, path)

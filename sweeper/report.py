@@ -11,6 +11,7 @@ import pandas as pd
 
 from sweeper.analysis import counted_trials, optimum_table, verify_rows
 from sweeper.display import json_text, optimum_interval_text, setting_text, within_noise_text
+from sweeper.joint import with_joint_fits
 from sweeper.store import ResultsStore
 from trainers.atomic import atomic_write_text
 
@@ -66,6 +67,8 @@ def build_report(store: ResultsStore, out: Path, axis: str | None = None, tracke
     from sweeper.plots import (
         plot_best_curves,
         plot_best_loss_vs_scale,
+        plot_joint_check,
+        plot_joint_optimum,
         plot_loss_vs_hparam,
         plot_optimum_vs_scale,
     )
@@ -78,6 +81,7 @@ def build_report(store: ResultsStore, out: Path, axis: str | None = None, tracke
     out.mkdir(parents=True, exist_ok=True)
     figures: dict[str, Path] = {}
     verify = verify_rows(trials, record, axis=axis) if axis else []
+    verify = with_joint_fits(verify, trials, record)
     finished = not counted_trials(trials).empty
     if axis and not counted_trials(trials, axis).empty:  # figures of what finished, if anything did
         for hparam in record.swept_keys:
@@ -100,6 +104,13 @@ def build_report(store: ResultsStore, out: Path, axis: str | None = None, tracke
                 variants=list(dict.fromkeys(trials["variant"])),
                 metric=metric,
             )
+    laws = {(r["variant"], r["hparam"]): r for r in verify if r.get("joint_points")}
+    for (variant, hparam), row in laws.items():
+        figures[f"joint optimum, {variant} {hparam}"] = plot_joint_optimum(
+            row, out / f"joint_optimum_{variant}_{hparam}.png"
+        )
+    if any(r.get("alphas") for r in laws.values()):
+        figures["joint law check"] = plot_joint_check(list(laws.values()), out / "joint_check.png")
     coord = store.dir / "coord_check.png"
     if coord.exists():
         figures["coordinate check"] = coord

@@ -8,7 +8,6 @@ import math
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -157,3 +156,9 @@ def test_verify_and_its_json_give_the_joint_law_of_a_real_study(tmp_path):
     twice = [*best[:6], "--width", "64", "--width", "128"]
     bad = subprocess.run(twice, cwd=tmp_path, capture_output=True, text=True)
     assert bad.returncode == 2 and "--width given twice" in bad.stderr
+
+    report = subprocess.run([*run, "report", "--study", "law"], cwd=tmp_path, capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr[-2000:]
+    out = tmp_path / "results" / "law" / "report"
+    assert (out / "joint_optimum_default_lr.png").stat().st_size > 10_000
+    assert (out / "joint_check.png").stat().st_size > 10_000
