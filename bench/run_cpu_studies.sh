@@ -7,7 +7,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ORDER=(lr_width tune_base lr_depth transfer_target everett_width embed_lr_width mup_ablation steps_transfer
-       warmup_width gradclip_width multipliers_width muon_width wd_width wd_timescale_width)
+       warmup_width gradclip_width multipliers_width muon_width wd_width wd_timescale_width lr_width_tokens lr_batch)
 STUDIES=("${@:-${ORDER[@]}}")
 RESULTS=${RESULTS:-results}
 OUT=$RESULTS/_evidence
@@ -15,7 +15,7 @@ mkdir -p "$OUT"
 { lscpu | grep 'Model name'; python -c "import torch; print('capability', torch.backends.cpu.get_cpu_capability())"; } > "$OUT/cpu.txt"
 for study in "${STUDIES[@]}"; do
     axis=width
-    case "$study" in lr_depth) axis=depth ;; steps_transfer) axis=tokens ;; esac
+    case "$study" in lr_depth) axis=depth ;; steps_transfer) axis=tokens ;; lr_batch) axis=batch_size ;; esac
     start=$(date +%s)
     sweeper run "studies/$study.yaml" --results "$RESULTS" --no-wandb > "$OUT/$study.log" 2>&1
     rc=$?

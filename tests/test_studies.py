@@ -52,6 +52,8 @@ def shrink(path: Path, out: Path) -> Path:
         spec["scale"][axis] = [4096, 8192] if axis == "tokens" else sorted(values)[:2]
     if any(axis == "tokens" for axis in spec.get("scale", {})):
         trainer.pop("steps")
+    else:
+        trainer.pop("tokens", None)  # a fixed token budget (lr_batch): the 4 steps stand instead
     for _key, sweep in spec.get("sweep", {}).items():
         if "log2_grid" in sweep:
             lo, _hi = sweep["log2_grid"]
