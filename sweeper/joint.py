@@ -156,6 +156,19 @@ def joint_keys(fit: JointFit, tol: float = 0.25) -> dict[str, Any]:
     }
 
 
+def numeric_axes(trials: pd.DataFrame, scale_keys: list[str]) -> list[str]:
+    """The scale axes a power law can run along: present, with positive numbers only (an axis of names,
+    say `norm: [layernorm, rmsnorm]`, has no log2)."""
+    out = []
+    for axis in scale_keys:
+        if axis not in trials.columns:
+            continue
+        values = pd.to_numeric(trials[axis], errors="coerce")
+        if values.notna().all() and (values > 0).all():
+            out.append(axis)
+    return out
+
+
 def with_joint_fits(
     rows: list[dict[str, Any]],
     trials: pd.DataFrame,
@@ -165,9 +178,9 @@ def with_joint_fits(
 ) -> list[dict[str, Any]]:
     """`verify` rows of a study with two or more scale axes, each with the joint law of its variant and
     swept key over all of them added (`joint_keys`); a one-axis study's rows as they are."""
-    axes = list(record.scale_keys)
-    if len(axes) < 2:
-        return rows
+    axes = numeric_axes(trials, record.scale_keys)
+    if len(axes) < 2 or len(axes) < len(record.scale_keys):
+        return rows  # one axis, or an axis of names (whose values the law could not keep apart)
     fits: dict[tuple[str, str], JointFit] = {}
     for row in rows:
         key = (row["variant"], row["hparam"])
@@ -188,10 +201,10 @@ def joint_extrapolation_rows(
     the 90% interval of the bootstrap refits' predictions."""
     from sweeper.analysis import pow2
 
-    axes = list(record.scale_keys)
+    axes = numeric_axes(trials, record.scale_keys)
     rows: list[dict[str, Any]] = []
-    if counted_trials(trials, *axes).empty:
-        return rows
+    if len(axes) < len(record.scale_keys) or counted_trials(trials, *axes).empty:
+        return rows  # an axis of names has no power law to evaluate
     first = next(iter(targets))
     for variant in dict.fromkeys(trials["variant"]):
         for hparam in record.swept_keys:

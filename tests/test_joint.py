@@ -162,3 +162,15 @@ def test_verify_and_its_json_give_the_joint_law_of_a_real_study(tmp_path):
     out = tmp_path / "results" / "law" / "report"
     assert (out / "joint_optimum_default_lr.png").stat().st_size > 10_000
     assert (out / "joint_check.png").stat().st_size > 10_000
+
+
+def test_a_study_with_an_axis_of_names_gets_no_joint_law():
+    from sweeper.analysis import verify_rows
+
+    table = trials()
+    table["norm"] = np.where(table["tokens"] > 2e6, "rmsnorm", "layernorm")
+    record = StudyRecord.of(
+        {"scale_keys": ["width", "tokens", "norm"], "swept_keys": ["lr"], "objective": {"mode": "min"}}
+    )
+    rows = with_joint_fits(verify_rows(table, record, axis="width", samples=20), table, record, samples=20)
+    assert rows and all("axes" not in row for row in rows)  # the one-axis rows, as before
