@@ -672,6 +672,17 @@ def verdict(
         reasons.insert(0, f"{interval} lies outside ±{tol:g}, from fewer than 3 bracketed points: not a fit")
         return "inconclusive", reasons
     if lo > tol or hi < -tol:
+        if not _flat_line_fits(fit, tol) and fit.regret_rel is not None and fit.regret_rel < regret_threshold:
+            # The argmin moves, but the small scale's value is as good at the largest: a flat loss whose
+            # argmin wanders (seed noise, a wide basin). A shift that costs nothing is not resolved.
+            basins = ", ".join(f"{b:.1f}" for b in fit.basin_width if b is not None)
+            reasons.insert(
+                0,
+                f"{interval} lies outside ±{tol:g}, but the smallest {fit.axis}'s optimum costs only "
+                f"{fit.regret_rel:.2%} at the largest (below {regret_threshold:.0%}): the loss is flat around "
+                f"the optimum (within 1% over {basins} octaves), so where the optimum sits is not resolved",
+            )
+            return "inconclusive", reasons
         if not _flat_line_fits(fit, tol):
             reasons.insert(
                 0,

@@ -250,3 +250,18 @@ def test_two_swept_keys_each_get_their_optimum_profiled_over_the_other():
     assert verdicts["lr"]["alpha"] == pytest.approx(-0.5, abs=0.1)
     assert verdicts["weight_decay"]["alpha"] == pytest.approx(1.0, abs=0.1)
     assert verdicts["lr"]["verdict"] == verdicts["weight_decay"]["verdict"] == "shifts"
+
+
+def test_a_shift_that_costs_nothing_is_not_claimed():
+    """The argmin runs 3 octaves per doubling, but the loss at the larger widths is flat: the smallest
+    width's value is as good there (regret far below 1%), so the verdict is inconclusive and says why."""
+    from sweeper.analysis import transfer_fit, verdict
+
+    rows = bowl(64, -6.0, ks=range(-14, -3), seeds=(0,))  # one seed, as a first sweep: no noise estimate
+    for width, centre in ((128, -9.0), (256, -12.0)):
+        rows += [("sp", width, k, 0, "completed", 2.0 + 1e-6 * (k - centre) ** 2) for k in range(-14, -3)]
+    fit = transfer_fit(table(rows), "sp", "width", "lr", samples=50)
+    assert fit.alpha == pytest.approx(-3.0, abs=0.1) and fit.regret_rel < 1e-4
+    name, reasons = verdict(fit)
+    assert name == "inconclusive"
+    assert "costs only 0.00% at the largest (below 1%): the loss is flat around the optimum" in reasons[0]

@@ -91,7 +91,12 @@ def test_a_flat_noisy_basin_gets_extra_seeds_and_is_not_called_a_shift(noise):
     objective = flat(noise)
     single = drive(AdaptiveStrategy(noisy_study(extra_seeds=0), Stored()), objective)
     (old,) = verify_rows(store_rows(single, objective), SPEC, samples=500)
-    assert old["verdict"] == "shifts"  # what one seed per value says: the noise made the argmins jump
+    # What one seed per value says: the noise made the argmins jump. Without a noise estimate only the
+    # regret rule can catch it (a shift that costs under 1% at the largest width is not claimed).
+    assert old["verdict"] == "shifts" or (
+        old["verdict"] == "inconclusive" and "the loss is flat around the optimum" in old["reasons"][0]
+    )
+    assert old["verdict"] != "transfers"
 
     strategy = AdaptiveStrategy(noisy_study(), Stored())
     trials = drive(strategy, objective)
