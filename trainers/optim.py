@@ -71,6 +71,12 @@ class Muon(torch.optim.Muon):
     in float32 when `fp32_orthogonalisation` (the trial trains in fp32: bf16 is slow or emulated here)."""
 
     def __init__(self, params: Any, *, fp32_orthogonalisation: bool, **kw: Any) -> None:
+        missing = [f for f in ("_adjust_lr", "_zeropower_via_newtonschulz") if not hasattr(torch_muon, f)]
+        if missing:  # a torch whose Muon is laid out differently: refuse rather than scale the LR twice
+            raise RuntimeError(
+                f"torch {torch.__version__}'s torch.optim._muon has no {', '.join(missing)}: "
+                "trainers.optim.Muon needs updating for this torch"
+            )
         super().__init__(params, **kw)
         self.fp32_orthogonalisation = fp32_orthogonalisation
 
