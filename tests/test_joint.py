@@ -115,6 +115,7 @@ def train(config, report):
 """
 
 
+@pytest.mark.slow
 def test_verify_and_its_json_give_the_joint_law_of_a_real_study(tmp_path):
     (tmp_path / "law_trainer.py").write_text(textwrap.dedent(TRAINER))
     (tmp_path / "law.yaml").write_text(

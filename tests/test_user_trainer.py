@@ -458,6 +458,7 @@ def test_a_user_trainer_study_runs_on_ray_and_every_reader_works(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_a_command_trainer_study_runs_on_ray(tmp_path):
     write(tmp_path, "script.py", SCRIPT)
     path = write(
@@ -490,6 +491,7 @@ wandb: {mode: offline, project: sweeper-test}
 """
 
 
+@pytest.mark.slow
 def test_optuna_asha_and_wandb_work_over_a_user_trainer(tmp_path):
     write(tmp_path, "toy_trainer.py", TOY_TRAINER)
     path = write(tmp_path, "asha.yaml", ASHA)
