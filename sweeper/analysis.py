@@ -25,6 +25,7 @@ import pandas as pd
 from sweeper.objective import Objective, seed_mean, seed_sem
 from sweeper.record import NOISE_Z, StudyRecord
 from sweeper.store import plain
+from sweeper.values import from_log2
 
 COUNTED = ("completed", "diverged")
 # The columns every analysis reads; a frame without them (a store with no trial yet) has nothing to count.
@@ -536,7 +537,7 @@ def transfer_fit(
             higher = [k for k in curve if k > x and math.isfinite(curve[k])]
             if not math.isfinite(curve[x]) and higher:
                 notes.append(
-                    f"at {axis}={scale:g} {hparam}=2^{x:.2f} diverged while the higher 2^{max(higher):.2f} "
+                    f"at {axis}={scale:g} {hparam}={from_log2(x)} diverged while the higher {from_log2(max(higher))} "
                     "completed: an early loss spike judged as divergence? (diverge_factor, diverge_patience)"
                 )
                 break

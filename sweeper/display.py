@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sweeper.values import from_log2, value_text
+
 stderr = Console(stderr=True)
 
 
@@ -168,14 +170,17 @@ def print_coord_check(result: Any, widths: list[int]) -> None:
 
 
 class StudyDisplay:
-    """Live view of a running study on stderr: done/total, running, diverged, best so far per scale point."""
+    """Live view of a running study on stderr: trials done of planned (the store's included), running,
+    diverged, failed, the elapsed time (ticking every second) and an ETA, and the best so far per variant
+    and scale point, stored trials included."""
 
-    def __init__(self, study: Any, planned: int | None, skipped: int) -> None:
+    def __init__(self, study: Any, stored: Any, approximate: bool = False) -> None:
         from rich.live import Live
 
-        self.study, self.planned, self.skipped = study, planned, skipped
+        self.study, self.stored, self.approximate = study, stored, approximate
         self.start = time.time()
-        self.live = Live(self._render(None), console=stderr, refresh_per_second=2, transient=False)
+        self.progress: Any = None
+        self.live = Live(console=stderr, refresh_per_second=1, transient=False, get_renderable=self.render)
 
     def __enter__(self) -> StudyDisplay:
         self.live.__enter__()
@@ -187,44 +192,69 @@ class StudyDisplay:
 
     def update(self, progress: Any) -> None:
         """Show a `sweeper.recorder.Progress`."""
-        self.live.update(self._render(progress))
+        self.progress = progress
+        self.live.refresh()
 
-    def _render(self, progress: Any) -> Any:
+    def render(self, now: float | None = None) -> Any:
         from rich.console import Group
-        from rich.text import Text
 
-        counts = progress.counts if progress is not None else None
-        done = counts.done if counts else 0
-        to_run = None if self.planned is None else max(self.planned - self.skipped, 0)
-        elapsed = time.time() - self.start
-        eta = ""
-        if counts and done and to_run:
-            eta = f"  ETA {_duration(elapsed / done * max(to_run - done, 0))}"
-        total = f"/{to_run}" if to_run is not None else ""
-        line = Text.assemble(
-            (f"{self.study.name}  ", "bold"),
-            f"done {done}{total}  running {counts.running if counts else 0}  ",
-            (f"diverged {counts.diverged if counts else 0}  ", "yellow"),
-            (f"failed {counts.failed}  " if counts and counts.failed else "", "red"),
-            f"stopped {counts.stopped}  " if counts and counts.stopped else "",
-            f"already in store {self.skipped}  elapsed {_duration(elapsed)}{eta}",
+        now = time.time() if now is None else now
+        line = status_line(
+            self.study.name, self.stored, self.progress, now - self.start, now, self.approximate
         )
-        if progress is None or not progress.best:
+        best = dict(self.stored.best)
+        if self.progress is not None:
+            best.update(self.progress.best)
+        if not best:
             return line
+        done = dict(self.progress.done_by_group) if self.progress is not None else {}
         table = Table(title="best so far", title_justify="left", show_edge=False, pad_edge=False)
-        table.add_column("variant")
-        table.add_column("scale point")
-        table.add_column("objective", justify="right")
-        table.add_column("setting")
+        for column in ("variant", "scale point", "trials", "objective", "setting"):
+            table.add_column(column, justify="right" if column in ("trials", "objective") else "left")
         variants = list(getattr(self.study, "variants", {}) or {})
-        for (variant, point), (_, best) in sorted(
-            progress.best.items(), key=lambda kv: _row_order(kv[0], variants)
-        ):
-            setting = ", ".join(f"{k}={_short(v)}" for k, v in best.items() if k != "objective")
+        for (variant, point), (_, row) in sorted(best.items(), key=lambda kv: _row_order(kv[0], variants)):
+            key = (variant, point)
+            trials = self.stored.counts.get(key, 0) + done.get(key, 0)
+            setting = ", ".join(f"{k}={value_text(v)}" for k, v in row.items() if k != "objective")
             table.add_row(
-                variant, ", ".join(f"{k}={v}" for k, v in point), f"{best['objective']:.4f}", setting
+                variant,
+                ", ".join(f"{k}={v}" for k, v in point),
+                str(trials),
+                f"{row['objective']:.4f}",
+                setting,
             )
         return Group(line, table)
+
+
+def status_line(name: str, stored: Any, progress: Any, elapsed: float, now: float, approximate: bool) -> Any:
+    """`lr_width  14/~40 trials (10 stored)  running 2  diverged 1  elapsed 1:05  ETA ~4:10`: trials done
+    (the store's of the current definition included) of those planned ("~": the search's estimate)."""
+    from rich.text import Text
+
+    counts = progress.counts if progress is not None else None
+    done_now = counts.done if counts else 0
+    done = stored.total + done_now
+    left = progress.left if progress is not None else None
+    about = "~" if approximate else ""
+    total = f"/{about}{round(done + left)}" if left is not None else ""
+    statuses = stored.statuses
+    diverged = statuses.get("diverged", 0) + (counts.diverged if counts else 0)
+    failed = statuses.get("failed", 0) + (counts.failed if counts else 0)
+    stopped = statuses.get("stopped", 0) + (counts.stopped if counts else 0)
+    if progress is None:
+        eta = "ETA after the first trials"
+    elif progress.eta_s is None:
+        eta = "ETA after the first trials" if left else ""
+    else:
+        eta = f"ETA {about}{_duration(max(progress.eta_s - (now - progress.at), 0.0))}"
+    return Text.assemble(
+        (f"{name}  ", "bold"),
+        f"{done}{total} trials ({stored.total} stored)  running {counts.running if counts else 0}  ",
+        (f"diverged {diverged}  ", "yellow"),
+        (f"failed {failed}  " if failed else "", "red"),
+        f"stopped {stopped}  " if stopped else "",
+        f"elapsed {_duration(elapsed)}  {eta}".rstrip(),
+    )
 
 
 def _row_order(key: tuple, variants: list[str]) -> tuple:
@@ -245,16 +275,6 @@ def _duration(seconds: float) -> str:
     )
 
 
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        if value > 0:
-            log = math.log2(value)
-            if abs(log - round(log * 4) / 4) < 1e-9:
-                return f"2^{round(log * 4) / 4:g}"
-        return f"{value:.4g}"
-    return str(value)
-
-
 def print_best_table(rows: list[dict[str, Any]], scale_keys: list[str]) -> None:
     table = Table(title="optimum per variant and scale point")
     table.add_column("variant")
@@ -273,8 +293,8 @@ def print_best_table(rows: list[dict[str, Any]], scale_keys: list[str]) -> None:
     for column in columns:
         table.add_column(column, justify="right" if column in ("objective", "seed sd", "trials") else "left")
     for row in rows:
-        best = setting_text(row.get("best"), _short, row.get("all_diverged"))
-        refined = ", ".join(f"{k}={_short(v)}" for k, v in (row["refined"] or {}).items()) or "-"
+        best = setting_text(row.get("best"), value_text, row.get("all_diverged"))
+        refined = ", ".join(f"{k}={value_text(v)}" for k, v in (row["refined"] or {}).items()) or "-"
         interval = optimum_interval_text(row)
         bracketed = (
             "[yellow]no: all diverged[/]"
@@ -299,7 +319,7 @@ def print_best_table(rows: list[dict[str, Any]], scale_keys: list[str]) -> None:
 
 
 def setting_text(setting: dict[str, Any] | None, short: Any, all_diverged: bool | None = None) -> str:
-    """A best setting as `lr=2^-6`; "all diverged" (or "-") where a scale point has none."""
+    """A best setting as `lr=0.016 (2^-6.0)`; "all diverged" (or "-") where a scale point has none."""
     if setting is None:
         return "all diverged" if all_diverged else "-"
     return ", ".join(f"{k}={short(v)}" for k, v in setting.items()) or "-"
@@ -309,15 +329,15 @@ def _octaves(value: float | None, fmt: str = "+.2f") -> str:
     return "-" if value is None else format(value, fmt)
 
 
-def _pow2(value: float) -> str:
-    return f"2^{math.log2(value):.2f}" if value > 0 else f"{value:.4g}"
-
-
 def optimum_interval_text(row: dict[str, Any]) -> str:
-    """An optimum table row's 90% interval of the optimum, as `lr 2^-7.21 .. 2^-6.05`, or "-"."""
+    """An optimum table row's 90% interval of the optimum, as `lr 0.0068 (2^-7.21) .. 0.015 (2^-6.05)`,
+    or "-"."""
     if not row.get("optimum_interval"):
         return "-"
-    return ", ".join(f"{k} {_pow2(lo)} .. {_pow2(hi)}" for k, (lo, hi) in row["optimum_interval"].items())
+    return ", ".join(
+        f"{k} {value_text(float(lo))} .. {value_text(float(hi))}"
+        for k, (lo, hi) in row["optimum_interval"].items()
+    )
 
 
 def within_noise_text(settings: list[dict[str, Any]] | None, markup: bool = False) -> str:
@@ -364,7 +384,7 @@ def print_verify(rows: list[dict[str, Any]]) -> None:
             optimum = row["optimum_log2"][i]
             table.add_row(
                 f"{scale:g}",
-                "all diverged" if optimum is None else f"2^{optimum:.2f}",
+                "all diverged" if optimum is None else from_log2(optimum),
                 "-" if loss is None else f"{loss:.4f}",
                 "yes" if row["bracketed"][i] else "[yellow]no[/]",
                 "-" if basin is None else f"{basin:.2f}",
@@ -418,14 +438,12 @@ def print_extrapolation(rows: list[dict[str, Any]]) -> None:
             print(f"{row['variant']}: {where}: no fit ({'; '.join(row['reasons'])})")
             continue
         lo, hi = row["interval"] or (row["value"], row["value"])
+        value = f"{value_text(float(row['value']))}, 90% interval {value_text(float(lo))} .. {value_text(float(hi))}"
         if row.get("alphas"):
             law = ", ".join(f"alpha_{k} {v:+.2f}" for k, v in row["alphas"].items())
-            print(f"{row['variant']}: {where}: {row['value']:.3g} (90% interval {lo:.3g} .. {hi:.3g}); {law}")
+            print(f"{row['variant']}: {where}: {value}; {law}")
         else:
-            print(
-                f"{row['variant']}: {where}: {row['value']:.3g} (90% interval {lo:.3g} .. {hi:.3g}); "
-                f"alpha {row['alpha']:+.2f}, verdict {row['verdict']}"
-            )
+            print(f"{row['variant']}: {where}: {value}; alpha {row['alpha']:+.2f}, verdict {row['verdict']}")
         if row.get("warning"):
             print(f"  warning: {row['warning']}")
 

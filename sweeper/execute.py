@@ -18,6 +18,7 @@ from typing import Any
 from ray import tune
 from ray.tune.stopper import Stopper
 
+from sweeper.forecast import Forecast, StoredState
 from sweeper.grouped_asha import GroupedASHA
 from sweeper.ledger import TrialLedger
 from sweeper.recorder import Progress, Recorder, RunCounts
@@ -66,8 +67,11 @@ def run_study(
     max_concurrent: int | None = None,
     tracker: Any = None,
     on_progress: Callable[[Progress], None] | None = None,
+    stored_now: StoredState | None = None,
 ) -> RunOutcome:
-    """Run the trials `study` (inherited values bound) needs beyond `stored`, on the Ray already started."""
+    """Run the trials `study` (inherited values bound) needs beyond `stored`, on the Ray already started.
+    `stored_now` (what the store holds of the current definition) seeds the display's counts, best
+    settings and trial times."""
     start = time.time()
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # Tune's own console tables: sweeper has its display
     # Tune's experiment state is for Tuner.restore, which sweeper never uses (the store is the record):
@@ -77,7 +81,9 @@ def run_study(
     ledger = TrialLedger()
     threads = max(1, int(study.resources.cpu))
     searcher = StudySearcher(strategy, study.objective, threads, ledger, study.user_trainer_spec(os.getcwd()))
-    recorder = Recorder(study, store, ledger, tracker, on_progress)
+    stored_now = stored_now or StoredState()
+    forecast = Forecast(study, strategy, stored_now, _at_once(study, max_concurrent))
+    recorder = Recorder(study, store, ledger, tracker, on_progress, forecast, stored_now.best)
     tuner = tune.Tuner(
         tune.with_resources(run_trial, {"cpu": study.resources.cpu, "gpu": study.resources.gpu}),
         tune_config=tune.TuneConfig(
@@ -113,12 +119,23 @@ def run_study(
     return RunOutcome(
         complete=searcher.complete and fatal is None and not stopped,
         counts=recorder.progress().counts,
-        skipped=len(stored.losses),
+        skipped=stored_now.total,
         wall_s=time.time() - start,
         strategy=strategy,
         fatal=fatal,
         first_failure=recorder.first_failure,
     )
+
+
+def _at_once(study: Study, max_concurrent: int | None) -> int:
+    """Trials that fit at once on the Ray this run uses (a cluster's resources, or this machine's)."""
+    import ray
+
+    from sweeper.estimate import concurrency
+
+    resources = ray.cluster_resources()
+    cores = int(resources.get("CPU", 0)) or None
+    return concurrency(study, max_concurrent, cores=cores, gpus=int(resources.get("GPU", 0)))
 
 
 def _first_line(err: BaseException) -> str:

@@ -26,6 +26,11 @@ class TrialLedger:
     def issue(self, tune_id: str, trial: PlannedTrial) -> None:
         self._entries[tune_id] = _Entry(trial)
 
+    def peek(self, tune_id: str) -> PlannedTrial | None:
+        """The trial issued under this id, marking nothing (None if unknown)."""
+        entry = self._entries.get(tune_id)
+        return None if entry is None else entry.trial
+
     def observe(self, tune_id: str) -> PlannedTrial | None:
         """The trial, the first time the searcher learns it ended (None after that, or if unknown)."""
         return self._mark(tune_id, "observed")

@@ -7,14 +7,16 @@ import math
 import re
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from ray import tune
 
+from sweeper.forecast import Forecast
 from sweeper.ledger import TrialLedger
 from sweeper.store import ResultsStore, point_label, trial_row
 from sweeper.study import PlannedTrial, Study, group_key
@@ -39,10 +41,15 @@ class RunCounts:
 @dataclass(frozen=True)
 class Progress:
     """Where a run is, as a value for the display: counts this session, and the best setting so far per
-    (variant, group_key(scale point)) as (loss, {"objective": ..., swept key: value, ...})."""
+    (variant, group_key(scale point)) as (loss, {"objective": ..., swept key: value, ...}), the store's
+    trials of the current definition included. `left` and `eta_s` are the forecast as of `at` (time.time())."""
 
     counts: RunCounts
     best: Mapping[tuple, tuple[float, dict]]
+    done_by_group: Mapping[tuple, int] = field(default_factory=dict)  # this run's ended trials
+    left: float | None = None  # trials still to finish (an estimate for an adaptive search)
+    eta_s: float | None = None
+    at: float = 0.0
 
 
 class Recorder(tune.Callback):
@@ -53,14 +60,17 @@ class Recorder(tune.Callback):
         ledger: TrialLedger,
         tracker: Any,
         on_progress: Callable[[Progress], None] | None = None,
+        forecast: Forecast | None = None,
+        stored_best: Mapping[tuple, tuple[float, dict]] | None = None,
     ) -> None:
         self.study, self.store, self.ledger, self.tracker = study, store, ledger, tracker
-        self.on_progress = on_progress
+        self.on_progress, self.forecast = on_progress, forecast
         self.fingerprints = study.variant_fingerprints()
         self.curves: dict[str, list[dict]] = {}
         self.started: dict[str, float] = {}
         self.counts = RunCounts()
-        self.best: dict[tuple, tuple[float, dict]] = {}
+        self.best: dict[tuple, tuple[float, dict]] = dict(stored_best or {})
+        self.done_by_group: Counter[tuple] = Counter()
         self.recorded_params: set[tuple] = set()
         self.first_failure: str | None = (
             None  # "<variant, scale, params>: <message>" of the first failed trial
@@ -72,7 +82,16 @@ class Recorder(tune.Callback):
         return {}
 
     def progress(self) -> Progress:
-        return Progress(counts=replace(self.counts), best=MappingProxyType(dict(self.best)))
+        now = time.time()
+        left, eta = self.forecast.left(now) if self.forecast is not None else (None, None)
+        return Progress(
+            counts=replace(self.counts),
+            best=MappingProxyType(dict(self.best)),
+            done_by_group=MappingProxyType(dict(self.done_by_group)),
+            left=left,
+            eta_s=eta,
+            at=now,
+        )
 
     def _tell(self) -> None:
         if self.on_progress is not None:
@@ -82,6 +101,9 @@ class Recorder(tune.Callback):
         self.started.setdefault(trial.trial_id, time.time())
         self.curves[trial.trial_id] = []
         self.counts.running += 1
+        planned = self.ledger.peek(trial.trial_id)
+        if self.forecast is not None and planned is not None:
+            self.forecast.started(trial.trial_id, (planned.variant, group_key(planned.scale)), time.time())
         self._tell()
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -126,6 +148,8 @@ class Recorder(tune.Callback):
         (`fatal`, read by the run's stopper), anything else makes the trial a failed one."""
         if self.fatal is not None:
             return
+        if self.forecast is not None:
+            self.forecast.ended_trial(tune_trial.trial_id, time.time())
         trial = self.ledger.record(tune_trial.trial_id)
         if trial is None:
             return
@@ -177,6 +201,7 @@ class Recorder(tune.Callback):
         self.store.record(row, curve)
         self.counts.running = max(0, self.counts.running - 1)
         setattr(self.counts, status, getattr(self.counts, status) + 1)
+        self.done_by_group[(trial.variant, group_key(trial.scale))] += 1
         if status == "failed" and self.first_failure is None:
             self.first_failure = f"{trial.variant} {point_label(trial.scale)} {trial.params}: {error}"
         self._record_params(trial)

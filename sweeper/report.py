@@ -13,6 +13,7 @@ from sweeper.analysis import counted_trials, optimum_table, verify_rows
 from sweeper.display import json_text, optimum_interval_text, setting_text, within_noise_text
 from sweeper.joint import with_joint_fits
 from sweeper.store import ResultsStore
+from sweeper.values import value_text
 from trainers.atomic import atomic_write_text
 
 
@@ -168,10 +169,8 @@ def build_report(store: ResultsStore, out: Path, axis: str | None = None, tracke
             "|---|" + "---|" * len(scale_keys) + "---|---|---|---|---|---|---|---|",
         ]
         for row in table:
-            best_text = setting_text(
-                row["best"], lambda v: f"{v:.4g}" if isinstance(v, float) else str(v), row.get("all_diverged")
-            )
-            refined = ", ".join(f"{k}={v:.4g}" for k, v in (row["refined"] or {}).items()) or "-"
+            best_text = setting_text(row["best"], value_text, row.get("all_diverged"))
+            refined = ", ".join(f"{k}={value_text(v)}" for k, v in (row["refined"] or {}).items()) or "-"
             lines.append(
                 f"| {row['variant']} | "
                 + " | ".join(str(row.get(k)) for k in scale_keys)

@@ -229,6 +229,7 @@ def execute(
     from sweeper import local_ray
     from sweeper.display import StudyDisplay
     from sweeper.execute import run_study
+    from sweeper.forecast import stored_state
     from sweeper.tracking import study_tracker
 
     study = plan.study
@@ -238,8 +239,8 @@ def execute(
         session = local_ray.start(store.dir, address, study, previous=lock.previous)
         signals.install()
         lock.note(ray_dir=str(session.temp_dir) if session.temp_dir else None)
-        skipped = len(plan.stored.losses) if plan.planned else 0
-        with StudyDisplay(study, plan.planned, skipped) as display:
+        stored_now = stored_state(store, study, plan.stored.losses)
+        with StudyDisplay(study, stored_now, approximate=plan.planned is None) as display:
             return run_study(
                 study,
                 store,
@@ -249,6 +250,7 @@ def execute(
                 max_concurrent=max_concurrent,
                 tracker=tracker,
                 on_progress=display.update,
+                stored_now=stored_now,
             )
     except KeyboardInterrupt:
         return None
@@ -286,6 +288,7 @@ def summarise(plan: RunPlan, outcome, store: ResultsStore, command: str, signals
         f"{outcome.wall_s:.0f} s. Results: {store.dir}",
         file=sys.stderr,
     )
+    print(store_line(store), file=sys.stderr)
     if study.search.method == "adaptive":
         strategy = outcome.strategy
         line = strategy.trials_used - strategy.extra_trials
@@ -296,6 +299,19 @@ def summarise(plan: RunPlan, outcome, store: ResultsStore, command: str, signals
             file=sys.stderr,
         )
     return 0
+
+
+def store_line(store: ResultsStore) -> str:
+    """What the store holds now, counted from it: `store: 24 trials of the current definition (20
+    completed, 4 diverged)`, and how many of older definitions it keeps."""
+    trials = store.current_trials()
+    statuses = trials["status"].value_counts().to_dict() if not trials.empty else {}
+    parts = ", ".join(
+        f"{statuses[s]} {s}" for s in ("completed", "diverged", "stopped", "failed") if s in statuses
+    )
+    line = f"store: {len(trials)} trials of the current definition" + (f" ({parts})" if parts else "")
+    older = store.definition_counts()["older"]
+    return line + (f"; {older} of older definitions kept, left out of analyses" if older else "")
 
 
 def _print_best(store: ResultsStore) -> None:

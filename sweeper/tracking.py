@@ -6,16 +6,16 @@ stops for the study, while the results store keeps everything. `wandb` is import
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
-import re
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from sweeper.values import value_text
 
 if TYPE_CHECKING:
     import pandas
@@ -221,7 +221,9 @@ _ABBREVIATIONS = {"width": "w", "depth": "d", "steps": "steps", "tokens": "tok",
 
 
 def run_name(scale: dict, params: dict, seed: int) -> str:
-    """A readable name, unique within a study: ({"width": 256}, {"lr": 2**-9}, 0) -> "w256-lr2^-9-s0"."""
+    """A readable name, written as everywhere else (`sweeper.values`) without spaces:
+    ({"width": 256}, {"lr": 2**-9}, 0) -> "w256-lr0.002(2^-9.0)-s0". The W&B run id, not the name, is
+    what identifies a run; the trial's id is in its config."""
     parts = [f"{_ABBREVIATIONS.get(key, key)}{_format_value(value)}" for key, value in scale.items()]
     parts += [f"{_ABBREVIATIONS.get(key, key)}{_format_value(value)}" for key, value in params.items()]
     parts.append(f"s{seed}")
@@ -233,16 +235,7 @@ def _format_value(value: object) -> str:
         return str(value)
     if isinstance(value, numbers.Integral):
         return str(int(value))
-    x = float(value)
-    if not math.isfinite(x):
-        return str(x)
-    if x == int(x):
-        return str(int(x))
-    if x > 0:
-        k = round(math.log2(x), 2)
-        if math.isclose(x, 2.0**k, rel_tol=1e-9):
-            return f"2^{k:g}"
-    return re.sub(r"e\+?(-?)0*(\d)", r"e\1\2", f"{x:.3g}")  # 1e-05 -> 1e-5
+    return value_text(float(value)).replace(" ", "")
 
 
 def study_tracker(wandb: Any, folder: Path, study: str, disabled: bool = False) -> Tracker | None:

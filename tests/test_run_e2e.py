@@ -121,6 +121,8 @@ wandb: {mode: disabled}
     more = sweeper("run", str(path), cwd=tmp_path)
     assert more.returncode == 0, more.stderr[-2000:]
     assert "ran 2 trials" in more.stderr and "6 already in the store" in more.stderr
+    assert "8/8 trials (6 stored)" in more.stderr  # the live display's last frame
+    assert "store: 8 trials of the current definition (8 completed)" in more.stderr
     grown = trials(tmp_path, "opt")
     assert len(grown) == 8 and grown["trial_id"].is_unique
 
@@ -263,6 +265,30 @@ def test_a_study_runs_on_an_existing_ray_cluster(tmp_path):
         assert len(trials(tmp_path, "cluster")) == 2
     finally:
         kill_leftover_ray(temp_dir)
+
+
+def test_a_resumed_adaptive_run_displays_the_stored_trials_and_their_best(tmp_path):
+    """Once seen after a resume: `already in store 0` with 10 trials stored, and a best so far that
+    ignored them. The display's last frame (stderr is no terminal here) must count and show them."""
+    body = (
+        "variants: {mup: {parameterization: mup, base_width: 32}}\nscale: {width: [32]}\n"
+        "sweep: {lr: {log2_grid: [-9, -6]}}\nsearch: {method: adaptive, extra_seeds: 0}\nwandb: {mode: disabled}\n"
+    )
+    path = write_study(tmp_path, "resume", body)
+    first = sweeper("run", str(path), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    stored = trials(tmp_path, "resume")
+    best = stored.sort_values("objective").iloc[0]
+    path.write_text(path.read_text().replace("width: [32]", "width: [32, 64]"))
+    again = sweeper("run", str(path), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    grown = trials(tmp_path, "resume")
+    assert f"{len(grown)}/~{len(grown)} trials ({len(stored)} stored)" in again.stderr
+    frame = again.stderr[again.stderr.index("best so far") :]
+    row = next(line for line in frame.splitlines() if "width=32" in line)
+    assert f"{best['objective']:.4f}" in row and f" {len(stored)} " in row  # the stored best and count
+    assert f"store: {len(grown)} trials of the current definition ({len(grown)} completed)" in again.stderr
+    assert f"{len(stored)} already in the store" in again.stderr
 
 
 @pytest.mark.slow

@@ -226,22 +226,32 @@ def test_online_without_api_key_never_prompts_at_a_terminal(tmp_path):
 @pytest.mark.parametrize(
     ("scale", "params", "seed", "expected"),
     [
-        ({"width": 256}, {"lr": 2**-9}, 0, "w256-lr2^-9-s0"),
-        ({"width": 64, "depth": 4}, {"lr": 3e-4}, 1, "w64-d4-lr0.0003-s1"),
+        ({"width": 256}, {"lr": 2**-9}, 0, "w256-lr0.002(2^-9.0)-s0"),
+        ({"width": 64, "depth": 4}, {"lr": 3e-4}, 1, "w64-d4-lr0.0003(2^-11.7)-s1"),
         ({"steps": 300, "tokens": 1_000_000, "batch_size": 16}, {}, 2, "steps300-tok1000000-bs16-s2"),
-        ({"width": 128}, {"lr": 2**-8.5, "init_std": 0.02}, 0, "w128-lr2^-8.5-init_std0.02-s0"),
+        (
+            {"width": 128},
+            {"lr": 2**-8.5, "init_std": 0.02},
+            0,
+            "w128-lr0.0028(2^-8.5)-init_std0.02(2^-5.64)-s0",
+        ),
         (
             {"width": 128},
             {"lr": 0.125, "output_mult": 2.0, "warmup": 0.1},
             3,
-            "w128-lr2^-3-output_mult2-warmup0.1-s3",
+            "w128-lr0.12(2^-3.0)-output_mult2(2^1.0)-warmup0.1(2^-3.32)-s3",
         ),
-        ({"width": 64}, {"lr": 1.5, "eps": 1e-8, "wd": 0.123456}, 0, "w64-lr1.5-eps1e-8-wd0.123-s0"),
+        (
+            {"width": 64},
+            {"lr": 1.5, "eps": 1e-8, "wd": 0.123456},
+            0,
+            "w64-lr1.5(2^0.58)-eps1e-08(2^-26.58)-wd0.12(2^-3.02)-s0",
+        ),
         (
             {"width": 64},
             {"parameterization": "mup", "lr": 2**-6.25, "m": 2**1.5},
             0,
-            "w64-parameterizationmup-lr2^-6.25-m2^1.5-s0",
+            "w64-parameterizationmup-lr0.013(2^-6.25)-m2.8(2^1.5)-s0",
         ),
     ],
 )

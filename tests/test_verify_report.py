@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -112,7 +113,9 @@ def test_best_gives_the_interval_of_each_optimum_and_the_seed_noise(results):
         assert row["noise_sd"] == pytest.approx(0.003, rel=0.3) and row["seeds_at_best"] == 3
         assert row["within_noise"] == [row["best"]]
     human = run("best", "--study", "synthetic", cwd=results.parent)
-    assert "90% interval" in human.stdout and "lr 2^-6" in human.stdout and "best only" in human.stdout
+    # One way to write a value: the interval as values with their log2 beside them.
+    assert "90% interval" in human.stdout and re.search(r"lr 0\.0\d+ \(2\^-6\.\d+\) \.\. ", human.stdout)
+    assert "best only" in human.stdout
     verified = {
         r["variant"]: r
         for r in json.loads(run("verify", "--study", "synthetic", "--json", cwd=results.parent).stdout)
@@ -168,3 +171,22 @@ def test_report_logs_its_tables_and_figures_to_wandb_when_the_study_uses_it(resu
     recorded = read_run(run_dir)
     assert recorded["run"].run_group == "synthetic" and recorded["run"].job_type == "study"
     assert list((run_dir / "files" / "media").rglob("*.png"))
+
+
+BARE_POWER = re.compile(r"(?<!\()2\^-?\d")  # a power of two written without its value before it
+VALUE_WITH_LOG2 = re.compile(r"\d \(2\^-?\d+\.\d+\)")
+
+
+def test_a_value_is_written_one_way_in_best_verify_report_and_extrapolation(results, tmp_path):
+    """muP's best lr at width 64 is the grid's 2^-6: `0.016 (2^-6.0)` in best and report.md; verify's
+    per-width optima and best's extrapolation read the same way; no output writes a bare 2^k or 0.015625."""
+    best = run("best", "--study", "synthetic", cwd=results.parent).stdout
+    verify = run("verify", "--study", "synthetic", cwd=results.parent).stdout
+    target = run("best", "--study", "synthetic", "--width", "1024", cwd=results.parent).stdout
+    run("report", "--study", "synthetic", "--out", str(tmp_path / "r"), "--no-wandb", cwd=results.parent)
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "lr=0.016 (2^-6.0)" in best and "lr=0.016 (2^-6.0)" in report
+    for text in (best, verify, target, report):
+        assert VALUE_WITH_LOG2.search(text), text[:2000]
+        assert not BARE_POWER.search(text), BARE_POWER.search(text)
+        assert "0.015625" not in text and "0.01562" not in text

@@ -14,7 +14,7 @@ from sweeper.objective import seed_mean
 from sweeper.search.line_search import LineSearch, predict_start
 from sweeper.search.protocol import FINISHED, WAIT
 from sweeper.stored import Stored
-from sweeper.study import PlannedTrial, Study
+from sweeper.study import PlannedTrial, Study, group_key
 
 NOISE_OCTAVES = 1.0  # how far from the best a value within seed noise still gets extra seeds
 
@@ -81,6 +81,35 @@ class AdaptiveStrategy:
     def optima(self) -> dict[str, list[tuple[dict, float]]]:
         """Per variant, (scale point, log2 optimum) found so far."""
         return {v: [(self.points[i], k) for i, k in s.optima] for v, s in self.state.items()}
+
+    def unissued(self) -> dict[tuple, float]:
+        """An estimate of the trials not handed out yet, per (variant, group_key(scale point)), from the
+        search's state: the queued ones, and at each point not finished the trials a point takes (as
+        measured at the points finished so far, over every variant; `estimate.adaptive_trials` before
+        any) less those handed out there already."""
+        per_point = self._trials_per_point()
+        left: dict[tuple, float] = {}
+        for variant, search in self.state.items():
+            handed = sum(
+                len(seeds)
+                for (v, i, _), seeds in self.losses.items()
+                if v == variant and i == search.point_index
+            ) + sum(1 for v, _ in self.waiting.values() if v == variant)
+            queued = sum(1 for t in self.queue if t.variant == variant)
+            for index in range(search.point_index, len(self.points)):
+                guess = max(per_point - handed, 0.0) + queued if index == search.point_index else per_point
+                left[(variant, group_key(self.points[index]))] = guess
+        return left
+
+    def _trials_per_point(self) -> float:
+        finished = [(v, i) for v, s in self.state.items() for i in range(s.point_index)]
+        if not finished:
+            from sweeper.estimate import adaptive_trials
+
+            return adaptive_trials(self.study)
+        done = set(finished)
+        used = sum(len(seeds) for (v, i, _), seeds in self.losses.items() if (v, i) in done)
+        return used / len(finished)
 
     def seed_counts(self, variant: str, index: int) -> dict[float, int]:
         """log2 value -> seeds evaluated there, at one scale point of a variant."""

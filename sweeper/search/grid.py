@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 
 from sweeper.search.protocol import FINISHED
-from sweeper.study import PlannedTrial
+from sweeper.study import PlannedTrial, group_key
 
 
 class GridStrategy:
@@ -18,3 +18,7 @@ class GridStrategy:
 
     def observe(self, trial: PlannedTrial, loss: float) -> None:
         pass
+
+    def unissued(self) -> dict[tuple, float]:
+        """Trials not handed out yet, per (variant, group_key(scale point))."""
+        return dict(Counter((t.variant, group_key(t.scale)) for t in self.pending))

@@ -116,6 +116,19 @@ class OptunaStrategy:
             self._maybe_tell(group, trial, losses, len(trials))
         return self.queue.popleft()
 
+    def unissued(self) -> dict[tuple, float]:
+        """Trials not handed out yet, per (variant, group_key(scale point)): the settings Optuna has still
+        to propose, on every seed, and the queued trials of settings proposed already."""
+        left: dict[tuple, float] = {}
+        seeds = len(self.study.seeds)
+        for group in self.groups:
+            more = 0 if group.repeats >= MAX_REPEATS else self.study.search.num_samples - group.settings
+            left[(group.variant, group_key(group.point))] = max(more, 0) * seeds
+        for planned in self.queue:
+            key = (planned.variant, group_key(planned.scale))
+            left[key] = left.get(key, 0) + 1
+        return left
+
     def observe(self, trial: PlannedTrial, loss: float) -> None:
         self.known[trial.trial_id] = loss
         entry = self.pending.pop(trial.trial_id, None)
