@@ -72,25 +72,21 @@ def seed_means(trials: pd.DataFrame, mode: str = "min") -> pd.DataFrame:
 
     `loss` is the objective oriented for minimisation, +inf when any seed diverged.
     """
-    counted = counted_trials(trials).copy()
-    if counted.empty:
+    rows = [
+        {
+            "variant": variant,
+            "scale_point": point,
+            "swept": swept,
+            "loss": seed_mean(losses),
+            "sem": seed_sem(losses),
+            "n_seeds": len(losses),
+            "n_diverged": int((~np.isfinite(losses)).sum()),
+        }
+        for (variant, point, swept), losses in setting_losses(trials, mode).items()
+    ]
+    if not rows:
         return pd.DataFrame(
             columns=["variant", "scale_point", "swept", "loss", "sem", "n_seeds", "n_diverged"]
-        )
-    counted["loss"] = Objective(mode=mode).trial_losses(counted["status"], counted["objective"])
-    rows = []
-    for (variant, point, swept), group in counted.groupby(["variant", "scale_point", "swept"], sort=False):
-        losses = group["loss"].to_numpy(dtype=float)
-        rows.append(
-            {
-                "variant": variant,
-                "scale_point": point,
-                "swept": swept,
-                "loss": seed_mean(losses),
-                "sem": seed_sem(losses),
-                "n_seeds": len(losses),
-                "n_diverged": int((~np.isfinite(losses)).sum()),
-            }
         )
     return pd.DataFrame(rows)
 
@@ -167,11 +163,12 @@ def optimum_table(
         for variant in dict.fromkeys(means["variant"])
     }
     table = []
+    at_points = trials[["variant", "scale_point"]].groupby(["variant", "scale_point"], sort=False).indices
     for (variant, point), group in means.groupby(["variant", "scale_point"], sort=False):
-        sample = trials[(trials["variant"] == variant) & (trials["scale_point"] == point)]
+        positions = at_points[(variant, point)]
         row: dict[str, Any] = {"variant": variant}
         for key in scale_keys:
-            row[key] = plain(sample[key].iloc[0]) if key in sample.columns else None
+            row[key] = plain(trials[key].iloc[positions[0]]) if key in trials.columns else None
         found = optimum(group, swept_keys)
         objective = found["objective"]
         diverged = found["all_diverged"]
@@ -180,7 +177,7 @@ def optimum_table(
         row.update(
             best=found["best"],
             objective=objective_rule.objective(objective),
-            n_trials=len(sample),
+            n_trials=len(positions),
             bracketed=found["bracketed"],
             refined=found["refined"],
             seeds_at_best=None
@@ -204,11 +201,14 @@ def setting_losses(trials: pd.DataFrame, mode: str = "min") -> dict[tuple[str, s
     """(variant, scale point, swept JSON) -> the per-seed losses, oriented for minimisation, +inf for a
     diverged seed."""
     counted = counted_trials(trials)
-    rule = Objective(mode=mode)
-    return {
-        key: rule.trial_losses(group["status"], group["objective"])
-        for key, group in counted.groupby(["variant", "scale_point", "swept"], sort=False)
-    }
+    if counted.empty:
+        return {}
+    keys = ["variant", "scale_point", "swept"]
+    narrow = counted[[*keys, "status", "objective"]]  # grouping a wide frame copies every column
+    losses = Objective(mode=mode).trial_losses(narrow["status"], narrow["objective"])
+    groups = narrow.groupby(keys, sort=False).indices  # positions of each group's rows, in row order
+    ordered = sorted(groups.items(), key=lambda item: item[1][0])  # groups in order of first appearance
+    return {key: losses[index] for key, index in ordered}
 
 
 def _within_noise_settings(points: pd.DataFrame, sd: float | None, z: float) -> list[dict[str, Any]] | None:

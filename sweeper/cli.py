@@ -6,6 +6,7 @@ User errors print one line on stderr and exit with status 2.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from collections.abc import Iterator, Sequence
@@ -79,13 +80,15 @@ def user_errors() -> Iterator[None]:
     file that cannot be read or written, one that is not UTF-8 text)."""
     from pydantic import ValidationError
 
-    from trainers.config import ConfigError, format_validation_error
+    from trainers.errors import ConfigError
 
     try:
         yield
     except ConfigError as err:
         message = str(err)
     except ValidationError as err:
+        from trainers.config import format_validation_error
+
         message = format_validation_error(err, err.title)
     except UnicodeDecodeError as err:
         message = f"a file is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8"
@@ -110,7 +113,7 @@ def training_errors() -> Iterator[None]:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None
     except Exception as err:
-        from trainers.config import ConfigError
+        from trainers.errors import ConfigError
 
         if isinstance(err, ConfigError) or os.environ.get("SWEEPER_DEBUG"):
             raise
@@ -197,7 +200,7 @@ def params(config: ConfigOption = None, set_: SetOption = None, json_out: JsonOp
 
 
 def parse_widths(text: str) -> list[int]:
-    from trainers.config import ConfigError
+    from trainers.errors import ConfigError
 
     try:
         widths = sorted({int(w) for w in text.split(",") if w.strip()})
@@ -227,7 +230,7 @@ def coord_check(
     the smallest width. --json: {"passed", "rows": [{module, step, width, l1}], "slopes": [{module,
     step, slope, ok}], "tolerance"}.
     """
-    from trainers.config import ConfigError
+    from trainers.errors import ConfigError
 
     with user_errors():
         width_list = parse_widths(widths)
@@ -279,7 +282,7 @@ def check_results_root(results: Path, write: bool = False) -> None:
     ConfigError naming it otherwise."""
     import os
 
-    from trainers.config import ConfigError
+    from trainers.errors import ConfigError
 
     try:
         if results.exists() and not results.is_dir():
@@ -350,7 +353,7 @@ def run(
 def open_store(results: Path, study: str):
     """The store of --study under --results: a ConfigError naming the flag when there is none."""
     from sweeper.store import ResultsStore, study_names
-    from trainers.config import ConfigError
+    from trainers.errors import ConfigError
 
     if not study or "/" in study or "\\" in study or study.startswith("."):
         raise ConfigError(f"--study {study!r}: expected a plain study name")
@@ -395,7 +398,7 @@ def status(
     """
     with user_errors():
         store = open_store(results, study)
-        counts = store.status_counts()
+        counts, _, _ = cached_answer(store, ("status",), lambda: (store.status_counts(), None))
         runs = sorted((store.dir / "wandb").glob("offline-run-*"))
     if json_out:
         print_json(
@@ -440,22 +443,9 @@ def best(
         store = open_store(results, study)
         record = store.required_record()
         target = parse_target(ctx.args, record.scale_keys)
-        trials = store.current_trials()
-        if target is not None and len(record.scale_keys) > 1:
-            from sweeper.joint import joint_extrapolation_rows
-
-            rows = joint_extrapolation_rows(trials, record, target)
-        elif target is not None:
-            from sweeper.analysis import extrapolation_rows
-
-            rows = extrapolation_rows(trials, record, *next(iter(target.items())))
-        else:
-            from sweeper.analysis import optimum_table
-
-            rows = optimum_table(trials, record)
-        empty = nothing_finished(store, trials) if not rows else None
+        rows, empty, text = cached_answer(store, ("best", target), lambda: _best_rows(store, record, target))
     if json_out:
-        print_json(rows)
+        sys.stdout.write(text + "\n")
     elif empty:
         typer.echo(empty)
     elif target is not None:
@@ -470,7 +460,7 @@ def best(
 
 def parse_target(args: list[str], scale_keys: list[str]) -> dict[str, float] | None:
     """`--width 4096 --tokens 2e9` (any scale keys) from the extra arguments of `best`."""
-    from trainers.config import ConfigError
+    from trainers.errors import ConfigError
 
     if not args:
         return None
@@ -495,6 +485,46 @@ def parse_target(args: list[str], scale_keys: list[str]) -> dict[str, float] | N
             raise ConfigError(f"--{axis} {text}: a target must be a finite positive number")
         targets[axis] = value
     return targets
+
+
+def cached_answer(store: Any, question: tuple, compute: Any) -> tuple[Any, str | None, str]:
+    """(answer, line to print when there is none, the answer as --json text), from the store's read cache
+    (`sweeper.read_cache`) when it was asked before of the same store and code; `compute()` gives
+    (answer, line) otherwise, and a non-empty answer is kept for next time."""
+    from sweeper import read_cache
+
+    name, key = read_cache.name_for(*question), read_cache.cache_key(store.dir, *question)
+    text = read_cache.read(store.dir, name, key) if read_cache.enabled() else None
+    if text is not None:
+        return json.loads(text), None, text
+    from sweeper.display import json_text
+
+    answer, empty = compute()
+    text = json_text(answer)
+    if answer:
+        read_cache.write(store.dir, name, key, text)
+    return answer, empty, text
+
+
+def _best_rows(store: Any, record: Any, target: dict[str, float] | None) -> tuple[list[dict], str | None]:
+    """`best`'s rows (the optimum table, or the extrapolation to `target`), and the line to print when
+    there are none."""
+    from sweeper.store import analysis_columns
+
+    trials = store.current_trials(analysis_columns(record))
+    if target is not None and len(record.scale_keys) > 1:
+        from sweeper.joint import joint_extrapolation_rows
+
+        rows = joint_extrapolation_rows(trials, record, target)
+    elif target is not None:
+        from sweeper.analysis import extrapolation_rows
+
+        rows = extrapolation_rows(trials, record, *next(iter(target.items())))
+    else:
+        from sweeper.analysis import optimum_table
+
+        rows = optimum_table(trials, record)
+    return rows, nothing_finished(store, trials) if not rows else None
 
 
 @app.command()
@@ -524,7 +554,7 @@ def verify(
     "leave_corner_out_error_octaves", "joint_points", "joint_optimum_log2", "joint_bracketed",
     "joint_notes". "alpha" stays the one-axis exponent along --axis.
     """
-    from trainers.config import ConfigError
+    from trainers.errors import ConfigError
 
     with user_errors():
         if not math.isfinite(tol):
@@ -536,14 +566,19 @@ def verify(
                 f"--axis {axis!r}: not a scale axis of study {study!r}; its axes: "
                 f"{', '.join(record.scale_keys) or 'none'}"
             )
-        from sweeper.analysis import verify_rows
-        from sweeper.joint import with_joint_fits
 
-        trials = store.current_trials()
-        rows = with_joint_fits(verify_rows(trials, record, axis=axis, tol=tol), trials, record, tol)
-        empty = nothing_finished(store, trials) if not rows else None
+        def compute() -> tuple[list[dict], str | None]:
+            from sweeper.analysis import verify_rows
+            from sweeper.joint import with_joint_fits
+            from sweeper.store import analysis_columns
+
+            trials = store.current_trials(analysis_columns(record))
+            rows = with_joint_fits(verify_rows(trials, record, axis=axis, tol=tol), trials, record, tol)
+            return rows, nothing_finished(store, trials) if not rows else None
+
+        rows, empty, text = cached_answer(store, ("verify", axis, tol), compute)
     if json_out:
-        print_json(rows)
+        sys.stdout.write(text + "\n")
     elif empty:
         typer.echo(empty)
     else:
@@ -565,7 +600,7 @@ def report(
 ) -> None:
     """Figures (loss vs hyperparameter per scale, optimum vs scale, training curves, best loss vs scale) and
     report.md with the verdicts and tables; logged to the study's W&B group when the study uses W&B."""
-    from trainers.config import ConfigError
+    from trainers.errors import ConfigError
 
     with user_errors():
         store = open_store(results, study)

@@ -1,12 +1,12 @@
 """The user-facing error of the `sweeper` package: one line, naming the file, field or value at fault.
 
-The CLI prints it as `error: <message>` and exits with status 2 (`trainers.config.ConfigError` is its base,
+The CLI prints it as `error: <message>` and exits with status 2 (`trainers.errors.ConfigError` is its base,
 so trainer config errors read the same).
 """
 
 from __future__ import annotations
 
-from trainers.config import ConfigError
+from trainers.errors import ConfigError
 
 
 class StudyError(ConfigError):

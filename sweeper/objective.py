@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # numpy is imported where it is used: `best` answered from its cache never needs it
+    import numpy as np
 
 
 class Objective(BaseModel):
@@ -49,6 +51,8 @@ class Objective(BaseModel):
         return self.loss(objective) if status == "completed" else math.inf
 
     def trial_losses(self, statuses: Sequence[str], objectives: Sequence[float | None]) -> np.ndarray:
+        import numpy as np
+
         return np.array(
             [self.trial_loss(s, o) for s, o in zip(statuses, objectives, strict=True)], dtype=float
         )
@@ -59,6 +63,8 @@ class Objective(BaseModel):
 
 def seed_mean(losses: Sequence[float] | np.ndarray) -> float:
     """One setting's loss over its seeds: the mean, or +inf when any seed is +inf (or there are none)."""
+    import numpy as np
+
     values = np.asarray(losses, dtype=float)
     if values.size == 0 or not np.isfinite(values).all():
         return math.inf
@@ -67,6 +73,8 @@ def seed_mean(losses: Sequence[float] | np.ndarray) -> float:
 
 def seed_sem(losses: Sequence[float] | np.ndarray) -> float:
     """The standard error of `seed_mean`: nan with fewer than two seeds or a non-finite one."""
+    import numpy as np
+
     values = np.asarray(losses, dtype=float)
     if values.size < 2 or not np.isfinite(values).all():
         return math.nan

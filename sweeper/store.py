@@ -59,6 +59,24 @@ def plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
+# What `best` and `verify` read of each trial (with the study's scale and swept keys): the rest of a row
+# (its config and summary JSON, every config key) is most of a large store and none of their answer.
+ANALYSIS_COLUMNS = (
+    "variant",
+    "status",
+    "objective",
+    "scale_point",
+    "swept",
+    "seed",
+    "fingerprint",
+    "dtype_used",
+)
+
+
+def analysis_columns(record: StudyRecord) -> tuple[str, ...]:
+    return (*ANALYSIS_COLUMNS, *record.scale_keys, *record.swept_keys)
+
+
 def point_label(scale: dict[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in scale.items()) or "base"
 
@@ -68,6 +86,7 @@ class ResultsStore:
         self.dir = Path(root) / study
         self.study = study
         self._rows: dict[str, dict[str, Any]] | None = None
+        self._frames: dict[tuple[str, ...] | None, Any] = {}  # read-only views: column set -> frame
         self._record: StudyRecord | None = None
         self.unreadable_curves: list[Path] = []
 
@@ -89,25 +108,33 @@ class ResultsStore:
     # --- reading ---
     # Every read either answers or raises a StoreError: one line naming the file and what to do.
     def _load_rows(self) -> dict[str, dict[str, Any]]:
+        """The rows as dicts, for the driver that adds to them (readers use `trials`, which skips this)."""
         if self._rows is None:
             frame = self._read_trials() if _exists(self.trials_path) else None
             rows: dict[str, dict[str, Any]] = {}
             for row in frame.to_dict("records") if frame is not None else ():
                 rows[row["trial_id"]] = row
             self._rows = rows
+            self._frames.clear()
         return self._rows
 
-    def _read_trials(self):
-        """trials.parquet as a DataFrame; a StoreError when it cannot be read or is not a trial table."""
+    def _read_trials(self, columns: Iterable[str] | None = None):
+        """trials.parquet as a DataFrame (only `columns` that it has, with trial_id and status, when
+        given); a StoreError when it cannot be read or is not a trial table."""
         import pandas as pd
         import pyarrow
+        import pyarrow.parquet as pq
 
         path = self.trials_path
         if not path.is_file():
             why = "a folder, not a file"
         else:
             try:
-                frame = pd.read_parquet(path)
+                names = pq.read_schema(path).names
+                wanted = None
+                if columns is not None:
+                    wanted = list(dict.fromkeys(c for c in ("trial_id", "status", *columns) if c in names))
+                frame = pd.read_parquet(path, columns=wanted)
             except PermissionError as err:
                 raise StoreError(f"{path}: cannot read it ({err.strerror}); check its permissions") from None
             except (OSError, ValueError, pyarrow.ArrowException):
@@ -141,20 +168,35 @@ class ResultsStore:
             return shlex.quote(source)
         return "<the study's YAML>"
 
-    def trials(self):
-        """The trial table as a DataFrame (empty, with an id and a status column, before any trial)."""
+    def trials(self, columns: Iterable[str] | None = None):
+        """The trial table as a DataFrame (empty, with an id and a status column, before any trial). With
+        `columns`, only those it has (and trial_id, status): a reader that needs few columns of a large
+        store reads only them. Read once per store and column set."""
         import pandas as pd
 
-        rows = list(self._load_rows().values())
-        if not rows:
-            return pd.DataFrame({"trial_id": pd.Series(dtype=str), "status": pd.Series(dtype=str)})
-        return pd.DataFrame(rows)
+        key = None if columns is None else tuple(columns)
+        if self._rows is not None:  # the driver's rows, with what it recorded since
+            rows = list(self._rows.values())
+            frame = pd.DataFrame(rows) if rows else None
+        elif key in self._frames:
+            return self._frames[key]
+        else:
+            frame = self._read_trials(key) if _exists(self.trials_path) else None
+        if frame is None or frame.empty:
+            frame = pd.DataFrame({"trial_id": pd.Series(dtype=str), "status": pd.Series(dtype=str)})
+        elif key is not None and self._rows is not None:
+            frame = frame[[c for c in dict.fromkeys(("trial_id", "status", *key)) if c in frame.columns]]
+        if self._rows is None:
+            self._frames[key] = frame
+        return frame
 
-    def current_trials(self):
+    def current_trials(self, columns: Iterable[str] | None = None):
         """The trials of each variant's current definition (`study.definition_fingerprint`, listed per
         variant in study.json); rows of an earlier definition stay in the store but are left out of
-        analyses. Rows stored without a fingerprint get theirs from their config on reading."""
-        trials = self.trials()
+        analyses. Rows stored without a fingerprint get theirs from their config on reading. `columns`
+        as for `trials`."""
+        wanted = None if columns is None else (*columns, "variant", "fingerprint")
+        trials = self.trials(wanted)
         prints = self.study_record().fingerprints
         if trials.empty or not prints or "variant" not in trials.columns:
             return trials
@@ -162,7 +204,7 @@ class ResultsStore:
 
     def definition_counts(self) -> dict[str, int]:
         """How many stored trials belong to each variant's current definition and how many to older ones."""
-        trials = self.trials()
+        trials = self.trials(("variant", "fingerprint"))
         prints = self.study_record().fingerprints
         if trials.empty or "variant" not in trials.columns:
             return {"current": 0, "older": 0}
@@ -179,11 +221,16 @@ class ResultsStore:
             return stored
         from sweeper.identity import definition_fingerprint
 
+        if "config" in trials.columns:
+            configs = trials["config"]
+        else:  # a narrow read: the configs of the rows that lack a fingerprint, by trial id
+            by_id = self.trials(("config",)).set_index("trial_id")["config"]
+            configs = trials["trial_id"].map(by_id)
         varied = self.study_record().varied_keys
         prints = stored.copy() if stored is not None else trials["trial_id"].map(lambda _: None)
         for index in missing:
             try:
-                prints.at[index] = definition_fingerprint(json.loads(trials.at[index, "config"]), varied)
+                prints.at[index] = definition_fingerprint(json.loads(configs.at[index]), varied)
             except (ValueError, TypeError, KeyError):
                 prints.at[index] = None  # an unreadable config is no current definition
         return prints
@@ -201,7 +248,10 @@ class ResultsStore:
         return counts
 
     def statuses(self) -> dict[str, str]:
-        return {tid: row["status"] for tid, row in self._load_rows().items()}
+        if self._rows is not None:
+            return {tid: row["status"] for tid, row in self._rows.items()}
+        frame = self.trials(())
+        return dict(zip(frame["trial_id"], frame["status"], strict=True))
 
     def done_ids(self, rerun_failed: bool = False) -> set[str]:
         """Trials that a rerun must not run again (failed ones too, unless rerun_failed)."""

@@ -20,6 +20,8 @@ LEAVES = {
     "sweeper.store",
     "sweeper.analysis",
     "sweeper.display",
+    "sweeper.values",
+    "sweeper.read_cache",
 }
 FOUNDATIONS = {
     "sweeper",
@@ -29,6 +31,7 @@ FOUNDATIONS = {
     "sweeper.record",
     "sweeper.store",
     "sweeper.user_config",
+    "sweeper.values",
 }
 
 

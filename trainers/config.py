@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trainers.errors import ConfigError  # re-exported: where the rest of the code imports it from
+
 DEFAULT_HEAD_DIM = 32
 DEFAULT_STEPS = 300
 
@@ -52,10 +54,6 @@ MAX_CORPUS_CHARS = 4096  # PATH_MAX on Linux
 BYTE_VOCAB = 256  # byte-level text corpora (builtin, text files and folders) need every byte value
 
 Beta = Annotated[float, Field(ge=0, lt=1)]
-
-
-class ConfigError(ValueError):
-    """A user-facing configuration error: one line naming the key, the value and what is allowed."""
 
 
 # --- showing a value the user wrote, bounded ---------------------------------------------------------
