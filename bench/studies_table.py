@@ -2,8 +2,9 @@
 
     python bench/studies_table.py [RESULTS_DIR]      (default: results)
 
-One row per study and swept key: each variant's verdict with alpha and its 90% interval, the best loss at
-the largest scale point, the study's wall time and the CPU it ran on.
+One row per study and swept key: each variant's verdict with alpha and its 90% interval (for a study with
+several scale axes, its joint law: each axis's exponent, interval and verdict), the best loss at the
+largest scale point, the study's wall time and the CPU it ran on.
 """
 
 from __future__ import annotations
@@ -45,7 +46,24 @@ def main() -> None:
             continue
         for hparam in dict.fromkeys(r["hparam"] for r in rows):
             verdicts, losses = [], []
+            shown: set[str] = set()
             for row in (r for r in rows if r["hparam"] == hparam):
+                if row.get("alphas"):  # a multi-axis study: its joint law, once per variant
+                    if row["variant"] in shown:
+                        continue
+                    shown.add(row["variant"])
+                    parts = [
+                        f"{axis} **{row['joint_verdicts'][axis]}** {alpha:+.2f} "
+                        f"[{row['alphas_ci'][axis][0]:+.2f}, {row['alphas_ci'][axis][1]:+.2f}]"
+                        for axis, alpha in row["alphas"].items()
+                    ]
+                    verdicts.append(f"{row['variant']} (joint law): " + ", ".join(parts))
+                    corner = [r for r in rows if r["variant"] == row["variant"] and r["hparam"] == hparam][-1]
+                    last = (corner.get("best_loss") or [None])[-1]
+                    losses.append(
+                        f"{row['variant']} {last:.3f}" if last is not None else f"{row['variant']} -"
+                    )
+                    continue
                 ci = row.get("alpha_ci")
                 alpha = "n/a" if row["alpha"] is None else f"{row['alpha']:+.2f}"
                 interval = f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else ""

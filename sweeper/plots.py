@@ -120,7 +120,7 @@ def _legend(ax, **kwargs: Any) -> None:
 
 
 def plot_loss_vs_hparam(
-    trials, record: Any, axis: str, hparam: str, path: str | Path, verify: list[dict]
+    trials, record: Any, axis: str, hparam: str, path: str | Path, verify: list[dict], where: str = ""
 ) -> Path:
     """The muTransfer figure: loss against log2(hparam), one curve per scale (light to dark), one panel per
     variant, a band of one standard error over seeds, the optimum starred, diverged settings as crosses."""
@@ -215,7 +215,8 @@ def plot_loss_vs_hparam(
         title="star: optimum\n(red edge: not bracketed)\nx: diverged",
         title_fontsize=7,
     )
-    fig.suptitle(f"{record.name}: loss against {hparam}, one curve per {axis}", fontsize=11)
+    at = f" at {where}" if where else ""
+    fig.suptitle(f"{record.name}: loss against {hparam}, one curve per {axis}{at}", fontsize=11)
     fig.tight_layout()
     plt.close(fig)
     return _save(fig, path)
@@ -233,7 +234,7 @@ def plot_optimum_vs_scale(verify: list[dict], path: str | Path) -> Path:
         scales = np.array(row["scales"], dtype=float)
         ys = np.array([np.nan if y is None else y for y in row["optimum_log2"]], dtype=float)
         bracketed = np.array(row["bracketed"], dtype=bool)
-        label = f"{row['variant']} ({row['hparam']})"
+        label = f"{row['variant']} ({row['hparam']}{_at_text(row)})"
         if row["alpha"] is not None:
             lo, hi = row["alpha_ci"]
             label += f": alpha {row['alpha']:+.2f} [{lo:+.2f}, {hi:+.2f}], {row['verdict']}"
@@ -271,9 +272,11 @@ def plot_best_curves(
     path: str | Path,
     variants: list[str] | None = None,
     metric: str = "val_loss",
+    where: str = "",
 ) -> Path:
     """The objective's metric (validation loss for the built-in trainer) against tokens (steps when the
-    trainer reports no tokens) for the best trial of each variant and scale point."""
+    trainer reports no tokens) for the best trial of each variant and scale point (`where`: the values
+    of the other scale axes, for the title)."""
     plt = _pyplot()
     variants = variants or list(dict.fromkeys(best_trials["variant"]))
     fig, axes = plt.subplots(1, len(variants), figsize=(4.6 * len(variants), 3.8), squeeze=False, sharey=True)
@@ -304,7 +307,8 @@ def plot_best_curves(
     label = "validation loss" if metric == "val_loss" else metric.replace("_", " ")
     axes[0][0].set_ylabel(f"{label} (log scale)" if log_y else label)
     _legend(axes[0][-1], fontsize=8)
-    fig.suptitle("Training curves of the best trial per scale point", fontsize=11)
+    at = f"\nat {where}" if where else ""  # a line of its own: one panel is narrow
+    fig.suptitle(f"Training curves of the best trial per scale point{at}", fontsize=11)
     fig.tight_layout()
     plt.close(fig)
     return _save(fig, path)
@@ -322,13 +326,19 @@ def _loss_ticks(axes) -> None:
         ax.yaxis.set_minor_formatter(NullFormatter())
 
 
+def _at_text(row: dict) -> str:
+    """`, tokens=153600`: the other scale axes' values a verify row holds fixed ("" when none)."""
+    return "".join(f", {k}={v}" for k, v in (row.get("at") or {}).items())
+
+
 def plot_best_loss_vs_scale(verify: list[dict], path: str | Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 4.0))
     for row in verify:
         losses = [(s, v) for s, v in zip(row["scales"], row["best_loss"], strict=True) if v is not None]
         if losses:
-            ax.plot([s for s, _ in losses], [v for _, v in losses], "-o", label=row["variant"])
+            label = f"{row['variant']} ({_at_text(row)[2:]})" if row.get("at") else row["variant"]
+            ax.plot([s for s, _ in losses], [v for _, v in losses], "-o", label=label)
     ax.set_xscale("log", base=2)
     axis = verify[0]["axis"] if verify else "scale"
     ax.set_xlabel(axis)

@@ -7,12 +7,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from sweeper.analysis import counted_trials, optimum_table, verify_rows
 from sweeper.display import json_text, optimum_interval_text, setting_text, within_noise_text
 from sweeper.joint import with_joint_fits
-from sweeper.store import ResultsStore
+from sweeper.store import ResultsStore, plain
 from sweeper.values import value_text
 from trainers.atomic import atomic_write_text
 
@@ -58,6 +59,21 @@ def steps_ahead(curves: pd.DataFrame, candidate: str, reference: str) -> dict[st
     }
 
 
+def axis_slices(trials: pd.DataFrame, others: list[str]) -> list[tuple[str, dict[str, Any], pd.DataFrame]]:
+    """(label, {other axis: value}, trials there) for each combination of the other scale axes' values,
+    in increasing order; one slice of everything when there are none."""
+    if not others or any(k not in trials.columns for k in others):
+        return [("", {}, trials)]
+    combos = trials[others].dropna().drop_duplicates().to_dict("records")
+    combos.sort(key=lambda c: [float(c[k]) if isinstance(c[k], int | float) else str(c[k]) for k in others])
+    slices = []
+    for combo in combos:
+        at = {k: plain(v) for k, v in combo.items()}
+        mask = np.logical_and.reduce([trials[k] == v for k, v in combo.items()])
+        slices.append((", ".join(f"{k}={v}" for k, v in at.items()), at, trials[mask]))
+    return slices
+
+
 def _fmt(value: Any, fmt: str = ".4f") -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
@@ -85,26 +101,33 @@ def build_report(store: ResultsStore, out: Path, axis: str | None = None, tracke
     verify = with_joint_fits(verify, trials, record)
     finished = not counted_trials(trials).empty
     if axis and not counted_trials(trials, axis).empty:  # figures of what finished, if anything did
-        for hparam in record.swept_keys:
-            figures[f"loss vs {hparam}"] = plot_loss_vs_hparam(
-                trials, record, axis, hparam, out / f"loss_vs_{hparam}.png", verify
-            )
         if any(v is not None for row in verify for v in row["optimum_log2"]):
             figures["optimum vs scale"] = plot_optimum_vs_scale(verify, out / "optimum_vs_scale.png")
         if any(v is not None for row in verify for v in row["best_loss"]):
             figures["best loss vs scale"] = plot_best_loss_vs_scale(verify, out / "best_loss_vs_scale.png")
-        best = best_trials(trials, axis, mode)
-        curves = store.curves(best["trial_id"]) if not best.empty else None
-        metric = record.objective.metric
-        if curves is not None and metric in curves.columns and not curves.empty:
-            figures["training curves"] = plot_best_curves(
-                curves,
-                best,
-                axis,
-                out / "best_curves.png",
-                variants=list(dict.fromkeys(trials["variant"])),
-                metric=metric,
-            )
+        # With other scale axes, one set of curves per value of them: a curve that pooled two horizons
+        # would show neither (and its star would be one horizon's optimum on the other's curve).
+        for label, at, part in axis_slices(trials, [k for k in scale_keys if k != axis]):
+            rows = [r for r in verify if r.get("at", {}) == at]
+            suffix = f"_{'_'.join(f'{k}{v}' for k, v in at.items())}" if at else ""
+            where = f" ({label})" if label else ""
+            for hparam in record.swept_keys:
+                figures[f"loss vs {hparam}{where}"] = plot_loss_vs_hparam(
+                    part, record, axis, hparam, out / f"loss_vs_{hparam}{suffix}.png", rows, where=label
+                )
+            best = best_trials(part, axis, mode)
+            curves = store.curves(best["trial_id"]) if not best.empty else None
+            metric = record.objective.metric
+            if curves is not None and metric in curves.columns and not curves.empty:
+                figures[f"training curves{where}"] = plot_best_curves(
+                    curves,
+                    best,
+                    axis,
+                    out / f"best_curves{suffix}.png",
+                    variants=list(dict.fromkeys(trials["variant"])),
+                    metric=metric,
+                    where=label,
+                )
     laws = {(r["variant"], r["hparam"]): r for r in verify if r.get("joint_points")}
     for (variant, hparam), row in laws.items():
         figures[f"joint optimum, {variant} {hparam}"] = plot_joint_optimum(

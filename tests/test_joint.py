@@ -175,3 +175,25 @@ def test_a_study_with_an_axis_of_names_gets_no_joint_law():
     )
     rows = with_joint_fits(verify_rows(table, record, axis="width", samples=20), table, record, samples=20)
     assert rows and all("axes" not in row for row in rows)  # the one-axis rows, as before
+
+
+def test_the_report_of_a_two_axis_study_draws_its_curves_per_value_of_the_other_axis(tmp_path):
+    """Curves pooled over the horizons showed neither (and starred one horizon's optimum on the other's
+    curve): along width, one loss-vs-lr figure per tokens value, titled with it; the joint figures once."""
+    from sweeper.report import build_report
+    from sweeper.store import ResultsStore
+
+    store = ResultsStore(tmp_path / "results", "law")
+    store.dir.mkdir(parents=True)
+    table = trials(seeds=(0, 1))
+    table = table[table["tokens"].isin(TOKENS[:2])]
+    table.to_parquet(store.trials_path, index=False)
+    store.write_study_record(
+        {"name": "law", "scale_keys": ["width", "tokens"], "swept_keys": ["lr"], "objective": {"mode": "min"}}
+    )
+    report = build_report(store, tmp_path / "report", axis="width")
+    made = sorted(p.name for p in (tmp_path / "report").glob("*.png"))
+    assert "loss_vs_lr_tokens1000000.0.png" in made and "loss_vs_lr_tokens2000000.0.png" in made
+    assert "loss_vs_lr.png" not in made and "joint_optimum_mup_lr.png" in made
+    text = report.read_text()
+    assert "### loss vs lr (tokens=1000000.0)" in text and "### loss vs lr (tokens=2000000.0)" in text
