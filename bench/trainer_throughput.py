@@ -6,8 +6,14 @@
 
 Both sides train the same shapes on the same batches (trainers.data.Batches), with AdamW, a cosine
 schedule, global-norm clipping and a per-step `loss.item()`. The baseline has none of sweeper's machinery
-(parameter plan, per-group LRs, multipliers, reports, divergence checks). Runs are interleaved and
-repeated; the table gives medians, and `ratio` = sweeper / baseline tokens/s (>= 0.95 is the target).
+(parameter plan, per-group LRs, multipliers, reports, divergence checks). Runs are paired (sweeper, then
+the baseline, on the same shape) and repeated; the table gives the medians of each side's tokens/s,
+`ratio` = the first column over the second (>= 0.95 is the target), and `paired` = the median of each
+pair's own ratio (less swayed by the machine drifting between pairs).
+
+`--dtypes auto` (the default) runs fp32, and bf16 only where this CPU's bf16 is native
+(trainers.precision's measurement); on a CPU that emulates bf16 (AVX2 only) its rows are 10-20x slower and
+would take most of the run. `--dtypes fp32,bf16` asks for them anyway.
 """
 
 from __future__ import annotations
@@ -121,7 +127,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtypes", default="fp32,bf16", help="comma list of fp32, bf16")
+    parser.add_argument(
+        "--dtypes", default="auto", help="comma list of fp32, bf16; auto: fp32, plus bf16 where it is native"
+    )
     parser.add_argument("--compile", choices=["off", "on", "both"], default="off")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0, help="target seconds per measurement (CPU)")
@@ -131,18 +139,36 @@ def main() -> None:
     device = torch.device(args.device)
     compiles = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
 
+    dtypes = args.dtypes.split(",")
+    from trainers.precision import cpu_bf16_probe, cpu_name
+
+    if args.dtypes == "auto":
+        dtypes = ["fp32"]
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            dtypes.append("bf16")
+        elif device.type == "cpu":
+            probe = cpu_bf16_probe()
+            if probe.fast:
+                dtypes.append("bf16")
+            else:
+                print(f"bf16 rows skipped: {probe.describe()} (--dtypes fp32,bf16 runs them anyway)")
+    machine = torch.cuda.get_device_name() if device.type == "cuda" else cpu_name()
+    print(f"{machine}, capability {torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}")
     print(
         f"device {args.device}, {args.threads} thread(s), depth {args.depth}, head_dim {args.head_dim}, "
-        f"seq {args.seq_len}, batch {args.batch_size}, {args.repeats} interleaved repeats, medians"
+        f"seq {args.seq_len}, batch {args.batch_size}, {args.repeats} paired repeats, medians"
     )
-    header = f"{'width':>6} {'dtype':>5} {'compile':>7} {'sweeper tok/s':>14} {'baseline tok/s':>15} {'ratio':>6} {'GFLOP/s':>8}"
+    header = (
+        f"{'width':>6} {'dtype':>5} {'compile':>7} {'sweeper tok/s':>14} {'baseline tok/s':>15} {'ratio':>6} "
+        f"{'paired':>6} {'GFLOP/s':>8}"
+    )
     if args.peak_tflops:
         header += f" {'MFU':>6}"
     print(header)
     fp32_rate: dict[int, float] = {}
     ratios = []
     for width in (int(w) for w in args.widths.split(",")):
-        for dtype in args.dtypes.split(","):
+        for dtype in dtypes:
             for compiled in compiles:
                 tokens_per_step = args.batch_size * args.seq_len
                 steps = steps_for(width, args.depth, args.seconds, tokens_per_step, device.type)
@@ -168,12 +194,13 @@ def main() -> None:
                     flops = result.flops_per_token
                     theirs.append(baseline_tokens_per_s(cfg, device))
                 ours_med, theirs_med = statistics.median(ours), statistics.median(theirs)
-                ratio = statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
+                ratio = ours_med / theirs_med  # what the two columns beside it say
+                paired = statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
                 ratios.append(ratio)
                 gflops = ours_med * flops / 1e9
                 line = (
                     f"{width:>6} {dtype:>5} {('on' if compiled else 'off'):>7} {ours_med:>14,.0f} "
-                    f"{theirs_med:>15,.0f} {ratio:>6.3f} {gflops:>8.1f}"
+                    f"{theirs_med:>15,.0f} {ratio:>6.3f} {paired:>6.3f} {gflops:>8.1f}"
                 )
                 if args.peak_tflops:
                     line += f" {gflops / (args.peak_tflops * 1e3):>6.1%}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Any
@@ -108,9 +109,53 @@ def _pyplot():
 def _save(fig, path: str | Path) -> Path:
     from trainers.atomic import atomic_write
 
+    untangle_ticks(fig)
     path = Path(path)
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=130))
     return path
+
+
+def tick_overlaps(fig) -> list[str]:
+    """Tick labels that overlap a neighbour on the same axis, as `<axes title> x: '1e5' / '2e5'`, drawn at
+    the size the figure is saved at."""
+    fig.canvas.draw()
+    get = getattr(fig.canvas, "get_renderer", None)
+    renderer = get() if get is not None else fig._get_renderer()
+    found = []
+    for ax in fig.axes:
+        for name, labels in (("x", ax.get_xticklabels()), ("y", ax.get_yticklabels())):
+            shown = [t for t in labels if t.get_visible() and t.get_text().strip()]
+            boxes = [(t.get_window_extent(renderer), t.get_text()) for t in shown]
+            boxes.sort(key=lambda b: b[0].x0 if name == "x" else b[0].y0)
+            for (a, a_text), (b, b_text) in itertools.pairwise(boxes):
+                if a.overlaps(b):
+                    found.append(f"{ax.get_title() or ax.get_ylabel()} {name}: {a_text!r} / {b_text!r}")
+    return found
+
+
+def untangle_ticks(fig) -> None:
+    """No two tick labels of an axis overlap: crowded x labels are turned 30 degrees, then upright, and an
+    axis still crowded keeps every other label, as often as it takes."""
+    for _ in range(8):
+        crowded = tick_overlaps(fig)
+        if not crowded:
+            return
+        for ax in fig.axes:
+            title = ax.get_title() or ax.get_ylabel()
+            for name in ("x", "y"):
+                if not any(c.startswith(f"{title} {name}:") for c in crowded):
+                    continue
+                labels = ax.get_xticklabels() if name == "x" else ax.get_yticklabels()
+                turned = labels[0].get_rotation() if labels else 0
+                if name == "x" and turned < 90:
+                    ax.tick_params(axis="x", labelrotation=30 if turned == 0 else 90)
+                    for label in ax.get_xticklabels():
+                        label.set_horizontalalignment("right" if turned == 0 else "center")
+                else:
+                    shown = [t for t in labels if t.get_visible() and t.get_text().strip()]
+                    for label in shown[1::2]:
+                        label.set_visible(False)
+        fig.tight_layout()
 
 
 def _legend(ax, **kwargs: Any) -> None:

@@ -190,3 +190,34 @@ def test_a_value_is_written_one_way_in_best_verify_report_and_extrapolation(resu
         assert VALUE_WITH_LOG2.search(text), text[:2000]
         assert not BARE_POWER.search(text), BARE_POWER.search(text)
         assert "0.015625" not in text and "0.01562" not in text
+
+
+def test_no_report_figure_has_overlapping_tick_labels(results, tmp_path, monkeypatch):
+    """Every figure is checked as saved (`plots.untangle_ticks`): crowded labels are turned or thinned."""
+    from sweeper import plots
+    from sweeper.report import build_report
+
+    left, save = [], plots._save
+
+    def checked(fig, path):
+        saved = save(fig, path)
+        left.extend(f"{Path(path).name}: {o}" for o in plots.tick_overlaps(fig))
+        return saved
+
+    monkeypatch.setattr(plots, "_save", checked)
+    build_report(ResultsStore(results, "synthetic"), tmp_path / "r", axis="width")
+    assert len(list((tmp_path / "r").glob("*.png"))) >= 4 and left == []
+
+
+def test_crowded_tick_labels_are_untangled():
+    from sweeper import plots
+
+    plt = plots._pyplot()
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot(range(20), range(20))
+    ax.set_xticks(range(20), [f"{100000 * i:,}" for i in range(20)])
+    assert plots.tick_overlaps(fig)
+    plots.untangle_ticks(fig)
+    assert plots.tick_overlaps(fig) == []
+    assert any(t.get_visible() for t in ax.get_xticklabels())
+    plt.close(fig)
