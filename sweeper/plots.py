@@ -272,7 +272,7 @@ def plot_optimum_vs_scale(verify: list[dict], path: str | Path) -> Path:
     import numpy as np
 
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    fig, ax = plt.subplots(figsize=(5.6, 4.2 + (0.18 * len(verify) if len(verify) > 3 else 0)))
     colours = plt.get_cmap("tab10")
     for i, row in enumerate(verify):
         colour = colours(i % 10)
@@ -303,7 +303,10 @@ def plot_optimum_vs_scale(verify: list[dict], path: str | Path) -> Path:
     ax.set_xlabel(axis)
     ax.set_ylabel("log2 optimum")
     ax.grid(alpha=0.3)
-    _legend(ax, fontsize=7, loc="best")
+    if len(verify) > 3:  # a legend of many lines inside the axes hides points: below them instead
+        _legend(ax, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
+    else:
+        _legend(ax, fontsize=7, loc="best")
     ax.set_title("Optimum against scale (open circles: not bracketed, not fitted)", fontsize=10)
     fig.tight_layout()
     plt.close(fig)
