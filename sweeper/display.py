@@ -205,24 +205,25 @@ class StudyDisplay:
         best = dict(self.stored.best)
         if self.progress is not None:
             best.update(self.progress.best)
-        if not best:
-            return line
         done = dict(self.progress.done_by_group) if self.progress is not None else {}
+        groups = {**dict.fromkeys(self.stored.counts), **dict.fromkeys(done), **dict.fromkeys(best)}
+        if not groups:
+            return line
         table = Table(title="best so far", title_justify="left", show_edge=False, pad_edge=False)
         for column in ("variant", "scale point", "trials", "objective", "setting"):
             table.add_column(column, justify="right" if column in ("trials", "objective") else "left")
         variants = list(getattr(self.study, "variants", {}) or {})
-        for (variant, point), (_, row) in sorted(best.items(), key=lambda kv: _row_order(kv[0], variants)):
-            key = (variant, point)
+        for key in sorted(groups, key=lambda k: _row_order(k, variants)):
+            variant, point = key
             trials = self.stored.counts.get(key, 0) + done.get(key, 0)
-            setting = ", ".join(f"{k}={value_text(v)}" for k, v in row.items() if k != "objective")
-            table.add_row(
-                variant,
-                ", ".join(f"{k}={v}" for k, v in point),
-                str(trials),
-                f"{row['objective']:.4f}",
-                setting,
+            found = best.get(key)
+            setting = (
+                ", ".join(f"{k}={value_text(v)}" for k, v in found[1].items() if k != "objective")
+                if found
+                else "none completed yet"
             )
+            objective = f"{found[1]['objective']:.4f}" if found else "-"
+            table.add_row(variant, ", ".join(f"{k}={v}" for k, v in point), str(trials), objective, setting)
         return Group(line, table)
 
 

@@ -210,3 +210,11 @@ def test_the_display_counts_down_between_events_and_sorts_points_as_numbers():
     assert "ETA 1:10" in shown and "elapsed 0:40" in shown
     assert shown.index("width=32") < shown.index("width=128")
     assert "lr=0.0078 (2^-7.0)" in shown and "lr=0.0039 (2^-8.0)" in shown
+
+
+def test_a_point_with_stored_trials_but_none_completed_is_listed():
+    study = make_study({"method": "grid"}, widths=(32, 64))
+    stored = StoredState(counts={("sp", group_key({"width": 64})): 4}, statuses={"diverged": 4})
+    shown = text_of(StudyDisplay(study, stored).render())
+    row = next(line for line in shown.splitlines() if "width=64" in line)
+    assert " 4 " in row and "none completed yet" in row
