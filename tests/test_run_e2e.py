@@ -267,6 +267,7 @@ def test_a_study_runs_on_an_existing_ray_cluster(tmp_path):
         kill_leftover_ray(temp_dir)
 
 
+@pytest.mark.slow  # default-suite budget: the slow pass of .ci/run runs it
 def test_a_resumed_adaptive_run_displays_the_stored_trials_and_their_best(tmp_path):
     """Once seen after a resume: `already in store 0` with 10 trials stored, and a best so far that
     ignored them. The display's last frame (stderr is no terminal here) must count and show them."""
@@ -358,6 +359,7 @@ def test_dry_run_lists_the_plan_and_writes_nothing(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow  # default-suite budget: the slow pass of .ci/run runs it
 def test_inherit_takes_the_best_values_at_the_base_scale_of_another_study(tmp_path):
     tune = write_study(
         tmp_path,
@@ -385,6 +387,7 @@ def test_inherit_takes_the_best_values_at_the_base_scale_of_another_study(tmp_pa
     assert proc.returncode == 2 and "no results for study 'nowhere'" in proc.stderr
 
 
+@pytest.mark.slow  # default-suite budget: the slow pass of .ci/run runs it
 def test_preflight_coord_check_stops_a_study_whose_variant_fails_unless_forced(tmp_path):
     body = """variants:
   broken: {parameterization: mup, base_width: 32, readout_scaling: inv_sqrt_width_ablation, zero_init_query: true}
