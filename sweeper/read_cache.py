@@ -55,6 +55,13 @@ def write(store_dir: Path, name: str, key: str, text: str) -> None:
         atomic_write_text(store_dir / CACHE_DIR / f"{name}.json", json.dumps({"key": key, "text": text}))
 
 
+def remember(store_dir: Path, question: tuple, text: str) -> None:
+    """Keep `text` as the answer to `question` (("best", None): `best` with no target) of the store as it
+    is now: the driver does this with the table it prints at the end of a run, so the first read after
+    a run is answered at once."""
+    write(store_dir, name_for(*question), cache_key(store_dir, *question), text)
+
+
 def name_for(command: str, *parts: Any) -> str:
     """One cache file per command and arguments (a short hash), so `best` and `best --width 4096` do not
     evict each other."""

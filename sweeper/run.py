@@ -315,10 +315,12 @@ def store_line(store: ResultsStore) -> str:
 
 
 def _print_best(store: ResultsStore) -> None:
+    from sweeper import read_cache
     from sweeper.analysis import optimum_table
-    from sweeper.display import print_best_table
+    from sweeper.display import json_text, print_best_table
 
     record = store.study_record()
     table = optimum_table(store.current_trials(), record)
     if table:
+        read_cache.remember(store.dir, ("best", None), json_text(table))  # what `best --json` would compute
         print_best_table(table, record.scale_keys)

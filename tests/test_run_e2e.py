@@ -98,7 +98,17 @@ def test_grid_study_runs_reruns_nothing_and_extends_only_new_cells(tmp_path):
 
     status = json.loads(sweeper("status", "--study", "grid", "--json", cwd=tmp_path).stdout)
     assert status["completed"] == 12 and status["planned"] == 12
-    best = json.loads(sweeper("best", "--study", "grid", "--json", cwd=tmp_path).stdout)
+    assert list((tmp_path / "results" / "grid" / ".cache").glob("best-*.json"))  # the run left it cached
+    answered = sweeper("best", "--study", "grid", "--json", cwd=tmp_path).stdout
+    computed = subprocess.run(
+        [*SWEEPER, "best", "--study", "grid", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "SWEEPER_NO_CACHE": "1"},
+    ).stdout
+    assert answered == computed
+    best = json.loads(answered)
     assert len(best) == 6
     assert set(best[0]) >= {"variant", "width", "best", "objective", "n_trials", "bracketed", "refined"}
 
