@@ -493,8 +493,7 @@ def cached_answer(store: Any, question: tuple, compute: Any) -> tuple[Any, str |
     (answer, line) otherwise, and a non-empty answer is kept for next time."""
     from sweeper import read_cache
 
-    name, key = read_cache.name_for(*question), read_cache.cache_key(store.dir, *question)
-    text = read_cache.read(store.dir, name, key) if read_cache.enabled() else None
+    text = read_cache.recall(store.dir, question)
     if text is not None:
         return json.loads(text), None, text
     from sweeper.display import json_text
@@ -502,7 +501,7 @@ def cached_answer(store: Any, question: tuple, compute: Any) -> tuple[Any, str |
     answer, empty = compute()
     text = json_text(answer)
     if answer:
-        read_cache.write(store.dir, name, key, text)
+        read_cache.remember(store.dir, question, text)
     return answer, empty, text
 
 

@@ -218,7 +218,7 @@ class StudyDisplay:
             trials = self.stored.counts.get(key, 0) + done.get(key, 0)
             found = best.get(key)
             setting = (
-                ", ".join(f"{k}={value_text(v)}" for k, v in found[1].items() if k != "objective")
+                setting_text({k: v for k, v in found[1].items() if k != "objective"})
                 if found
                 else "none completed yet"
             )
@@ -294,7 +294,7 @@ def print_best_table(rows: list[dict[str, Any]], scale_keys: list[str]) -> None:
     for column in columns:
         table.add_column(column, justify="right" if column in ("objective", "seed sd", "trials") else "left")
     for row in rows:
-        best = setting_text(row.get("best"), value_text, row.get("all_diverged"))
+        best = setting_text(row.get("best"), row.get("all_diverged"))
         refined = ", ".join(f"{k}={value_text(v)}" for k, v in (row["refined"] or {}).items()) or "-"
         interval = optimum_interval_text(row)
         bracketed = (
@@ -319,11 +319,11 @@ def print_best_table(rows: list[dict[str, Any]], scale_keys: list[str]) -> None:
     stdout_console().print(table)
 
 
-def setting_text(setting: dict[str, Any] | None, short: Any, all_diverged: bool | None = None) -> str:
+def setting_text(setting: dict[str, Any] | None, all_diverged: bool | None = None) -> str:
     """A best setting as `lr=0.016 (2^-6.0)`; "all diverged" (or "-") where a scale point has none."""
     if setting is None:
         return "all diverged" if all_diverged else "-"
-    return ", ".join(f"{k}={short(v)}" for k, v in setting.items()) or "-"
+    return ", ".join(f"{k}={value_text(v)}" for k, v in setting.items()) or "-"
 
 
 def _octaves(value: float | None, fmt: str = "+.2f") -> str:

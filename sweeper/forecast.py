@@ -99,12 +99,12 @@ class Forecast:
             self.busy_s += len(self.running) * max(at - self.last_event, 0.0)
         self.last_event = at
 
-    def trial_seconds(self, group: tuple) -> float | None:
+    def trial_seconds(self, group: tuple, measured: dict[tuple, float] | None = None) -> float | None:
         """A trial's time at this (variant, scale point): measured there, else scaled from the nearest
-        measured point, else None."""
-        if self.seconds.get(group):
-            return statistics.median(self.seconds[group])
-        measured = {key: statistics.median(v) for key, v in self.seconds.items() if v}
+        measured point, else None. `measured`: each point's median, when the caller has them already."""
+        measured = self._medians() if measured is None else measured
+        if group in measured:
+            return measured[group]
         if not measured:
             return None
         cost = self._cost(group)
@@ -114,6 +114,9 @@ class Forecast:
             return statistics.median(measured.values())
         nearest, nearest_cost = min(scaled, key=lambda kc: abs(math.log(kc[1] / cost)))
         return measured[nearest] * cost / nearest_cost
+
+    def _medians(self) -> dict[tuple, float]:
+        return {key: statistics.median(values) for key, values in self.seconds.items() if values}
 
     def at_once(self, now: float) -> float:
         """Trials running at a time: measured over this run once a trial has ended."""
@@ -126,18 +129,15 @@ class Forecast:
         """(trials left to finish, running ones included; seconds until they have, or None)."""
         now = time.time() if now is None else now
         unissued = {k: v for k, v in self.strategy.unissued().items() if v > 0}
-        work = 0.0
-        for group, n in unissued.items():
-            seconds = self.trial_seconds(group)
-            if seconds is None:
-                return sum(unissued.values()) + len(self.running), None
-            work += n * seconds
-        for group, started in self.running.values():
-            seconds = self.trial_seconds(group)
-            if seconds is None:
-                return sum(unissued.values()) + len(self.running), None
-            work += max(seconds - (now - started), 0.0)
         trials = sum(unissued.values()) + len(self.running)
+        measured = self._medians()
+        times = {
+            g: self.trial_seconds(g, measured) for g in {*unissued, *(g for g, _ in self.running.values())}
+        }
+        if any(seconds is None for seconds in times.values()):
+            return trials, None
+        work = sum(n * times[group] for group, n in unissued.items())
+        work += sum(max(times[group] - (now - started), 0.0) for group, started in self.running.values())
         parallel = min(self.at_once(now), max(trials, 1))
         return trials, work / parallel
 

@@ -55,10 +55,18 @@ def write(store_dir: Path, name: str, key: str, text: str) -> None:
         atomic_write_text(store_dir / CACHE_DIR / f"{name}.json", json.dumps({"key": key, "text": text}))
 
 
+def recall(store_dir: Path, question: tuple) -> str | None:
+    """The kept answer to `question` (("best", target), ("verify", axis, tol), ("status",)) of the store
+    as it is now; None when there is none, it is stale, or SWEEPER_NO_CACHE is set."""
+    if not enabled():
+        return None
+    return read(store_dir, name_for(*question), cache_key(store_dir, *question))
+
+
 def remember(store_dir: Path, question: tuple, text: str) -> None:
-    """Keep `text` as the answer to `question` (("best", None): `best` with no target) of the store as it
-    is now: the driver does this with the table it prints at the end of a run, so the first read after
-    a run is answered at once."""
+    """Keep `text` as the answer to `question` of the store as it is now. Readers do this after computing
+    an answer; the driver does it with the table it prints at the end of a run, so the first read after a
+    run is answered at once."""
     write(store_dir, name_for(*question), cache_key(store_dir, *question), text)
 
 

@@ -192,7 +192,7 @@ def build_report(store: ResultsStore, out: Path, axis: str | None = None, tracke
             "|---|" + "---|" * len(scale_keys) + "---|---|---|---|---|---|---|---|",
         ]
         for row in table:
-            best_text = setting_text(row["best"], value_text, row.get("all_diverged"))
+            best_text = setting_text(row["best"], row.get("all_diverged"))
             refined = ", ".join(f"{k}={value_text(v)}" for k, v in (row["refined"] or {}).items()) or "-"
             lines.append(
                 f"| {row['variant']} | "

@@ -44,8 +44,3 @@ def value_text(value: Any) -> str:
             return from_log2(math.log2(value))
         return number_text(value)
     return str(value)
-
-
-def setting_text(setting: dict[str, Any]) -> str:
-    """`lr=0.0039 (2^-8.0), warmup=32`."""
-    return ", ".join(f"{key}={value_text(value)}" for key, value in setting.items())
